@@ -1,0 +1,1 @@
+"""EmotionNet: training, data, evaluation and Hub tooling around the GReFEL model in `modeling_grefel`."""
