@@ -361,4 +361,6 @@ class GReFELConfig(PretrainedConfig):
         return cls(**defaults)
 
 
+GReFELConfig.register_for_auto_class()
+
 __all__ = ["GReFELConfig", "EXPRESSIONS", "EXPRESSIONS_7", "expression_id2label", "IR_STAGE_UNITS"]
