@@ -182,6 +182,8 @@ class GReFELConfig(PretrainedConfig):
         if "id2label" not in kwargs and "label2id" not in kwargs:
             kwargs["id2label"] = expression_id2label(kwargs.pop("num_labels", 8))
         super().__init__(**kwargs)
+        if not self.label2id:
+            self.label2id = {label: int(i) for i, label in self.id2label.items()}
         self.image_size = image_size
         self.backbone_image_size = backbone_image_size
         self.backbone_interpolation = backbone_interpolation
