@@ -1,0 +1,329 @@
+"""Train GReFEL with Accelerate on FERPlus, RAF-DB, FER2013, an image folder, any `datasets` dataset, or the
+embedded synthetic-faces default.
+
+    accelerate launch scripts/train.py                                   # synthetic faces, tiny model, CPU minutes
+    accelerate launch scripts/train.py --recipe ferplus --data_dir data/FERPlus --soft_labels
+    accelerate launch scripts/train.py --recipe rafdb --data_dir data/RAF-DB/basic \
+        --model_config outputs/converted-ir50-mfn --num_classes 7
+    accelerate launch --multi_gpu --num_processes 8 scripts/train.py --recipe fer2013 --data_dir data/fer2013
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --cpu      # two-process DDP on a CPU
+    accelerate launch scripts/train.py --resume_from_checkpoint latest --output_dir outputs/rafdb
+
+Recipes (`--recipe`) set the seed's hyper-parameters; any flag given explicitly overrides its recipe value.
+Mixed precision, gradient accumulation, FSDP/DeepSpeed come from `accelerate config` / `accelerate launch` flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from emotionnet.augment import BatchAugment  # noqa: E402
+from emotionnet.data import SafeImageLoader, load_fer_dataset  # noqa: E402
+from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
+from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
+from emotionnet.training import (  # noqa: E402
+    RECIPES,
+    SCHEDULERS,
+    EvalCollator,
+    TrainCollator,
+    build_model,
+    build_processor,
+    lr_factor,
+    resolve_checkpoint,
+    save_checkpoint,
+    step_seed,
+    write_json_atomic,
+)
+
+logger = get_logger(__name__)
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "corrected_accuracy", "corrected_balanced_accuracy",
+           "corrected_macro_f1")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                        help="Hyper-parameter preset; defaults to the --dataset's recipe, or 'synthetic'.")
+    parser.add_argument("--dataset", default=None,
+                        help="ferplus, rafdb, fer2013, imagefolder, synthetic, a Hub dataset id or a load_from_disk path.")
+    parser.add_argument("--data_dir", default=None, help="Folder of the dataset's files (layouts in README.md).")
+    parser.add_argument("--image_column", default="image")
+    parser.add_argument("--label_column", default="label")
+    parser.add_argument("--num_classes", type=int, default=None, choices=(7, 8),
+                        help="7 (no contempt) or 8; default: what the dataset has.")
+    parser.add_argument("--soft_labels", action="store_true", help="Train on FERPlus vote distributions.")
+    parser.add_argument("--model_config", default=None,
+                        help="'tiny', 'paper', or a model folder / Hub id to start from (e.g. converted weights).")
+    parser.add_argument("--num_anchors", type=int, default=None)
+    parser.add_argument("--smoothing", type=float, default=None, help="Label smoothing of L_cls.")
+    parser.add_argument("--num_epochs", type=int, default=None)
+    parser.add_argument("--batch_size", type=int, default=None, help="Per device.")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--weight_decay", type=float, default=None, help="Adam's L2 weight decay (the seed's).")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, default=None)
+    parser.add_argument("--gamma", type=float, default=None, help="Exponential decay per epoch.")
+    parser.add_argument("--warmup_steps", type=int, default=None)
+    parser.add_argument("--class_balanced", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--samples_per_class", type=int, default=None)
+    parser.add_argument("--no_augment", action="store_true", help="Train on plainly resized images.")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output_dir", default=None, help="Default: outputs/<recipe>-default or outputs/<dataset>.")
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
+                        help="Overrides accelerate's config.")
+    parser.add_argument("--cpu", action="store_true", help="Force the CPU (also for DDP across CPU processes).")
+    parser.add_argument("--checkpointing_steps", default="epoch",
+                        help="'epoch', a number of optimizer steps, or 'none'.")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=3, help="Keep the newest K checkpoints.")
+    parser.add_argument("--resume_from_checkpoint", default=None, help="A checkpoint folder, or 'latest'.")
+    parser.add_argument("--stop_after_steps", type=int, default=None,
+                        help="Checkpoint and stop after this many optimizer steps (time-limited jobs); the "
+                             "schedules still follow --num_epochs.")
+    parser.add_argument("--metric_for_best_model", choices=METRICS, default="accuracy")
+    parser.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none.")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Truncate train (quick checks).")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Truncate validation (quick checks).")
+    args = parser.parse_args(argv)
+
+    recipe_name = args.recipe or (args.dataset if args.dataset in RECIPES else "synthetic")
+    recipe = RECIPES[recipe_name]
+    for key, value in recipe.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.gamma = args.gamma if args.gamma is not None else recipe.get("gamma", 0.995)
+    args.recipe = recipe_name
+    if args.output_dir is None:
+        args.output_dir = f"outputs/{recipe_name}-default" if args.dataset == recipe["dataset"] else \
+            f"outputs/{Path(str(args.dataset)).name}"
+
+    # Sanity checks, each naming its flag.
+    if args.dataset in ("ferplus", "rafdb", "fer2013", "imagefolder") and not args.data_dir:
+        parser.error(f"--dataset {args.dataset} needs --data_dir (the folder layouts are in README.md).")
+    for name in ("num_epochs", "batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    if args.lr <= 0:
+        parser.error(f"--lr must be positive, got {args.lr}.")
+    if args.checkpointing_steps not in ("epoch", "none") and not str(args.checkpointing_steps).isdigit():
+        parser.error(f"--checkpointing_steps must be 'epoch', 'none' or a number, got {args.checkpointing_steps!r}.")
+    if args.class_balanced and args.soft_labels:
+        parser.error("--class_balanced samples by hard label; drop it or --soft_labels.")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    cpu = args.cpu or not torch.accelerator.is_available()
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=str(output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    set_seed(args.seed)
+
+    # ---------------------------------------------------------------- data
+    with accelerator.main_process_first():
+        data = load_fer_dataset(args.dataset, data_dir=args.data_dir, num_classes=args.num_classes,
+                                image_column=args.image_column, label_column=args.label_column, seed=args.seed)
+    train_set, eval_set = data["train"], data["validation"]
+    if args.max_train_samples:
+        train_set = train_set.select(range(min(args.max_train_samples, len(train_set))))
+    if args.max_eval_samples:
+        eval_set = eval_set.select(range(min(args.max_eval_samples, len(eval_set))))
+    label_names = train_set.features["label"].names
+    if args.soft_labels and "soft_label" not in train_set.column_names:
+        raise SystemExit(f"--soft_labels: dataset {args.dataset} has no vote distributions (only FERPlus does).")
+
+    # ---------------------------------------------------------------- model
+    model = build_model(args.model_config, len(label_names), num_anchors=args.num_anchors, smoothing=args.smoothing)
+    config = model.config
+    processor = build_processor(config)
+    augment = BatchAugment(
+        image_size=config.image_size, mean=processor.image_mean, std=processor.image_std, enabled=not args.no_augment
+    ).to(accelerator.device)
+
+    loader = SafeImageLoader()
+    train_collate = TrainCollator(loader, size=augment.input_size, soft_labels=args.soft_labels)
+    sampler = None
+    if args.class_balanced:
+        sampler = ClassBalancedSampler(train_set["label"], samples_per_class=args.samples_per_class, seed=args.seed)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                              collate_fn=train_collate, num_workers=args.num_workers, drop_last=True,
+                              persistent_workers=args.num_workers > 0)
+    eval_loader = DataLoader(eval_set, batch_size=args.batch_size, collate_fn=EvalCollator(loader, processor),
+                             num_workers=args.num_workers)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=args.lr, weight_decay=args.weight_decay)
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * args.num_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, scheduler=args.scheduler, warmup_steps=args.warmup_steps, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps, gamma=args.gamma))
+    accelerator.register_for_checkpointing(scheduler)
+
+    run_config = {k: v for k, v in vars(args).items()}
+    run_config["command"] = "accelerate launch scripts/train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    run_config.update(num_processes=accelerator.num_processes, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                      train_samples=len(train_set), eval_samples=len(eval_set), labels=label_names)
+    if args.report_to != "none":
+        accelerator.init_trackers("grefel", config={k: v for k, v in run_config.items()
+                                                    if isinstance(v, (int, float, str, bool))})
+
+    # ---------------------------------------------------------------- resume
+    state = {"completed_steps": 0, "epoch": 0, "best_metric": None, "best_epoch": None, "history": []}
+    if args.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        accelerator.print(f"Resumed from {checkpoint} at step {state['completed_steps']}.")
+    completed_steps = state["completed_steps"]
+    start_epoch = completed_steps // steps_per_epoch
+    batches_to_skip = (completed_steps % steps_per_epoch) * args.gradient_accumulation_steps
+    unwrapped = accelerator.unwrap_model(model)
+
+    def checkpoint(name: str):
+        save_checkpoint(accelerator, output_dir, name, {**state, "completed_steps": completed_steps},
+                        args.checkpoints_total_limit)
+
+    # ---------------------------------------------------------------- train
+    accelerator.print(f"Training {args.recipe} recipe on {args.dataset}: {len(train_set)} train / {len(eval_set)} "
+                      f"validation images, {total_steps} steps on {accelerator.num_processes} process(es).")
+    progress = tqdm(total=total_steps, initial=completed_steps, disable=not accelerator.is_local_main_process)
+    started, trained_samples, stopped_early = time.time(), 0, False
+    metrics = {}
+    for epoch in range(start_epoch, args.num_epochs):
+        model.train()
+        train_loader.set_epoch(epoch)
+        epoch_loader = train_loader
+        if epoch == start_epoch and batches_to_skip:
+            epoch_loader = accelerator.skip_first_batches(train_loader, batches_to_skip)
+        micro_step = completed_steps * args.gradient_accumulation_steps
+        for batch in epoch_loader:
+            # Reseeding per micro-batch makes augmentation, dropout and drop-path replay exactly on resume.
+            torch.manual_seed(step_seed(args.seed, micro_step, accelerator.process_index))
+            micro_step += 1
+            images, labels = batch["images"], batch["labels"]
+            if accelerator.num_processes > 1:
+                # A batch whose images were all unreadable is skipped on every process together (DDP stays in step).
+                empty = accelerator.gather(torch.tensor([images.shape[0] == 0], device=accelerator.device))
+                if bool(empty.any()):
+                    continue
+            elif images.shape[0] == 0:
+                continue
+            with accelerator.accumulate(model):
+                unwrapped.set_trust(completed_steps, total_steps)
+                outputs = model(pixel_values=augment(images), labels=labels)
+                accelerator.backward(outputs.loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            completed_steps += 1
+            trained_samples += images.shape[0] * accelerator.num_processes * args.gradient_accumulation_steps
+            progress.update(1)
+            log = {"train/loss": outputs.loss.item(), "train/classification_loss": outputs.classification_loss.item(),
+                   "train/anchor_loss": outputs.anchor_loss.item(), "train/center_loss": outputs.center_loss.item(),
+                   "train/lr": scheduler.get_last_lr()[0], "train/trust": unwrapped.trust, "epoch": epoch}
+            progress.set_postfix(loss=f"{log['train/loss']:.3f}")
+            if args.report_to != "none":
+                accelerator.log(log, step=completed_steps)
+            if args.checkpointing_steps.isdigit() and completed_steps % int(args.checkpointing_steps) == 0:
+                checkpoint(f"step_{completed_steps}")
+            if args.stop_after_steps and completed_steps >= args.stop_after_steps:
+                stopped_early = True
+                break
+        if stopped_early:
+            if not (args.checkpointing_steps.isdigit() and completed_steps % int(args.checkpointing_steps) == 0):
+                checkpoint(f"step_{completed_steps}")
+            break
+
+        # ------------------------------------------------------------ evaluate
+        metrics = evaluate_model(model, eval_loader, accelerator, label_names=label_names)
+        score = metrics[f"eval_{args.metric_for_best_model}"]
+        state["epoch"] = epoch + 1
+        state["history"].append({"epoch": epoch + 1, "step": completed_steps, "eval_loss": metrics.get("eval_loss"),
+                                 "eval_accuracy": metrics["eval_accuracy"],
+                                 "eval_corrected_accuracy": metrics["eval_corrected_accuracy"]})
+        accelerator.print(f"epoch {epoch + 1}: accuracy {metrics['eval_accuracy']:.4f}, corrected "
+                          f"{metrics['eval_corrected_accuracy']:.4f}, macro-F1 {metrics['eval_macro_f1']:.4f}")
+        if args.report_to != "none":
+            accelerator.log({f"eval/{k[5:]}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                            step=completed_steps)
+        if state["best_metric"] is None or score > state["best_metric"]:
+            state.update(best_metric=score, best_epoch=epoch + 1)
+            save_model(accelerator, model, processor, output_dir / "best")
+        if args.checkpointing_steps == "epoch":
+            checkpoint(f"epoch_{epoch + 1}")
+    progress.close()
+
+    # ---------------------------------------------------------------- outputs
+    if stopped_early:
+        accelerator.print(f"Stopped after {completed_steps} steps as asked; resume with "
+                          f"--resume_from_checkpoint latest --output_dir {output_dir}.")
+        accelerator.end_training()
+        return {"completed_steps": completed_steps}
+    runtime = time.time() - started
+    save_model(accelerator, model, processor, output_dir)
+    results = {k: v for k, v in metrics.items() if k != "eval_confusion_matrix" and "confusion" not in k}
+    results.update(
+        dataset="synthetic-faces" if args.dataset == "synthetic" else args.dataset, num_classes=len(label_names),
+        eval_split="validation", synthetic=args.dataset == "synthetic", epochs=state["epoch"],
+        global_step=completed_steps, train_runtime_s=round(runtime, 2),
+        train_samples_per_second=round(trained_samples / max(runtime, 1e-9), 2),
+        best_epoch=state["best_epoch"], best_metric=state["best_metric"],
+        metric_for_best_model=args.metric_for_best_model, skipped_images=len(loader.skipped),
+    )
+    if accelerator.is_main_process:
+        write_json_atomic(output_dir / "all_results.json", results)
+        write_json_atomic(output_dir / "training_config.json", run_config)
+        write_json_atomic(output_dir / "training_history.json", state["history"])
+        save_confusion_matrix(metrics["eval_confusion_matrix"], label_names, output_dir / "confusion_matrix.png",
+                              output_dir / "confusion_matrix.json", title=f"GReFEL on {results['dataset']} (validation)")
+        if loader.skipped:
+            write_json_atomic(output_dir / "skipped_images.json", loader.skipped)
+    accelerator.end_training()
+    accelerator.print(
+        f"Done in {runtime:.0f}s: accuracy {results['eval_accuracy']:.4f} (corrected "
+        f"{results['eval_corrected_accuracy']:.4f}), best epoch {state['best_epoch']}. Skipped images: "
+        f"{len(loader.skipped)}{' (' + loader.summary() + ')' if loader.skipped else ''}.\n"
+        f"Wrote the model, processor and remote code to {output_dir} (best model in {output_dir / 'best'}), "
+        f"all_results.json, training_config.json and confusion_matrix.png."
+    )
+    return results
+
+
+def save_model(accelerator: Accelerator, model, processor, folder: Path) -> None:
+    accelerator.wait_for_everyone()
+    accelerator.unwrap_model(model).save_pretrained(
+        folder, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+    )
+    if accelerator.is_main_process:
+        processor.save_pretrained(folder)
+
+
+if __name__ == "__main__":
+    main()
