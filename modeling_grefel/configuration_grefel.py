@@ -330,12 +330,12 @@ class GReFELConfig(PretrainedConfig):
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def paper(cls, **kwargs) -> "GReFELConfig":
+    def paper(cls, **kwargs) -> GReFELConfig:
         """The paper-size network (IR-50, MobileFaceNet, 147 tokens of 768, K=10 anchors per class)."""
         return cls(**kwargs)
 
     @classmethod
-    def tiny(cls, **kwargs) -> "GReFELConfig":
+    def tiny(cls, **kwargs) -> GReFELConfig:
         """A small network for tests and CPU runs (about 0.5M parameters, 64x64 input).
 
         Same structure as the paper size, narrower and shallower; the first scale's 14x14 map is split into

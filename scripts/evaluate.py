@@ -22,6 +22,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from emotionnet.data import SafeImageLoader, load_fer_dataset  # noqa: E402
+
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
 from emotionnet.training import EvalCollator, write_json_atomic  # noqa: E402
 

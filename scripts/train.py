@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from emotionnet.augment import BatchAugment  # noqa: E402
 from emotionnet.data import SafeImageLoader, load_fer_dataset  # noqa: E402
-from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
 from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
+
+from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
 from emotionnet.training import (  # noqa: E402
     RECIPES,
     SCHEDULERS,

@@ -243,8 +243,9 @@ REMOTE_SCRIPT = textwrap.dedent(
 
 
 def test_remote_code_reload_offline_in_a_fresh_process(tiny_model_dir, tmp_path):
-    from modeling_grefel import GReFELImageProcessor
     from PIL import Image
+
+    from modeling_grefel import GReFELImageProcessor
 
     script = tmp_path / "load.py"
     script.write_text(REMOTE_SCRIPT)
