@@ -97,8 +97,9 @@ class TrainCollator:
     def __call__(self, examples: list[dict]) -> dict:
         from .data import collate_images
 
-        images, labels, soft, _ = collate_images(examples, self.loader, self.size)
-        batch = {"images": images, "labels": labels}
+        images, labels, soft, skipped = collate_images(examples, self.loader, self.size)
+        # Unreadable images travel with the batch: the loader's own list lives in a worker process.
+        batch = {"images": images, "labels": labels, "skipped": skipped}
         if self.soft_labels and soft is not None:
             batch["labels"] = soft
         return batch

@@ -23,7 +23,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+# Import from the repository root (runs from a checkout without installing), never from scripts/, where
+# evaluate.py would shadow the `evaluate` library.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
 
 from modeling_grefel import GReFELConfig, GReFELForImageClassification  # noqa: E402
 

@@ -19,7 +19,10 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+ROOT = Path(__file__).resolve().parents[1]
+# Import from the repository root (runs from a checkout without installing), never from scripts/, where
+# evaluate.py would shadow the `evaluate` library.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
 
 from emotionnet.data import SafeImageLoader, load_fer_dataset  # noqa: E402
 

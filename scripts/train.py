@@ -26,11 +26,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+ROOT = Path(__file__).resolve().parents[1]
+# Import from the repository root (runs from a checkout without installing), never from scripts/, where
+# evaluate.py would shadow the `evaluate` library.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
 
 from emotionnet.augment import BatchAugment  # noqa: E402
 from emotionnet.data import SafeImageLoader, load_fer_dataset  # noqa: E402
@@ -213,7 +216,7 @@ def main(argv=None) -> dict:
     accelerator.print(f"Training {args.recipe} recipe on {args.dataset}: {len(train_set)} train / {len(eval_set)} "
                       f"validation images, {total_steps} steps on {accelerator.num_processes} process(es).")
     progress = tqdm(total=total_steps, initial=completed_steps, disable=not accelerator.is_local_main_process)
-    started, trained_samples, stopped_early = time.time(), 0, False
+    started, trained_samples, stopped_early, skipped = time.time(), 0, False, []
     metrics = {}
     for epoch in range(start_epoch, args.num_epochs):
         model.train()
@@ -227,6 +230,7 @@ def main(argv=None) -> dict:
             torch.manual_seed(step_seed(args.seed, micro_step, accelerator.process_index))
             micro_step += 1
             images, labels = batch["images"], batch["labels"]
+            skipped.extend(batch["skipped"])
             if accelerator.num_processes > 1:
                 # A batch whose images were all unreadable is skipped on every process together (DDP stays in step).
                 empty = accelerator.gather(torch.tensor([images.shape[0] == 0], device=accelerator.device))
@@ -288,6 +292,7 @@ def main(argv=None) -> dict:
         accelerator.end_training()
         return {"completed_steps": completed_steps}
     runtime = time.time() - started
+    skipped = [entry for part in gather_object([skipped]) for entry in part]
     save_model(accelerator, model, processor, output_dir)
     results = {k: v for k, v in metrics.items() if k != "eval_confusion_matrix" and "confusion" not in k}
     results.update(
@@ -296,7 +301,7 @@ def main(argv=None) -> dict:
         global_step=completed_steps, train_runtime_s=round(runtime, 2),
         train_samples_per_second=round(trained_samples / max(runtime, 1e-9), 2),
         best_epoch=state["best_epoch"], best_metric=state["best_metric"],
-        metric_for_best_model=args.metric_for_best_model, skipped_images=len(loader.skipped),
+        metric_for_best_model=args.metric_for_best_model, skipped_images=len(skipped),
     )
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "all_results.json", results)
@@ -304,13 +309,13 @@ def main(argv=None) -> dict:
         write_json_atomic(output_dir / "training_history.json", state["history"])
         save_confusion_matrix(metrics["eval_confusion_matrix"], label_names, output_dir / "confusion_matrix.png",
                               output_dir / "confusion_matrix.json", title=f"GReFEL on {results['dataset']} (validation)")
-        if loader.skipped:
-            write_json_atomic(output_dir / "skipped_images.json", loader.skipped)
+        if skipped:
+            write_json_atomic(output_dir / "skipped_images.json", [{"image": w, "reason": r} for w, r in skipped])
     accelerator.end_training()
     accelerator.print(
         f"Done in {runtime:.0f}s: accuracy {results['eval_accuracy']:.4f} (corrected "
         f"{results['eval_corrected_accuracy']:.4f}), best epoch {state['best_epoch']}. Skipped images: "
-        f"{len(loader.skipped)}{' (' + loader.summary() + ')' if loader.skipped else ''}.\n"
+        f"{len(skipped)}{' (see skipped_images.json)' if skipped else ''}.\n"
         f"Wrote the model, processor and remote code to {output_dir} (best model in {output_dir / 'best'}), "
         f"all_results.json, training_config.json and confusion_matrix.png."
     )
