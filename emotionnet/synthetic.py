@@ -10,6 +10,7 @@ facial expression recognition.
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -23,44 +24,59 @@ DESCRIPTION = (
     "differ in mouth, brow and eye geometry. For smoke tests and demos only."
 )
 
-# Expression geometry: mouth curve (+ smile), mouth opening, asymmetric corner lift, mouth width, brow tilt
-# (+ inner ends raised), brow height, eye openness.
+# Expression geometry: mouth curve (+ smile), mouth opening, asymmetric lift of the left mouth corner, mouth width,
+# brow tilt (+ inner ends raised), brow height, eye openness, nose wrinkles (disgust's raised upper lip).
+# Loosely after the facial action units of each prototypic expression: happiness lifts the lip corners (AU12),
+# sadness raises the inner brows (AU1) and lowers the corners (AU15), surprise raises the brows (AU1+2), widens the
+# eyes (AU5) and drops the jaw (AU26), anger lowers and draws the brows together (AU4) and presses the lips (AU24),
+# disgust wrinkles the nose (AU9) and raises the upper lip (AU10), fear raises and draws the brows (AU1+2+4) and
+# stretches the lips (AU20), contempt tightens one lip corner (unilateral AU14).
 GEOMETRY = {
-    "neutral": dict(curve=0.0, open=0.0, asym=0.0, width=1.0, tilt=0.0, raise_=0.0, eye=1.0),
-    "happiness": dict(curve=0.9, open=0.25, asym=0.0, width=1.15, tilt=0.0, raise_=0.1, eye=0.75),
-    "surprise": dict(curve=0.0, open=1.0, asym=0.0, width=0.6, tilt=0.0, raise_=1.0, eye=1.45),
-    "sadness": dict(curve=-0.8, open=0.0, asym=0.0, width=0.9, tilt=0.9, raise_=0.15, eye=0.8),
-    "anger": dict(curve=-0.25, open=0.05, asym=0.0, width=0.85, tilt=-1.0, raise_=-0.45, eye=0.9),
-    "disgust": dict(curve=-0.35, open=0.3, asym=0.45, width=0.9, tilt=-0.45, raise_=-0.2, eye=0.5),
-    "fear": dict(curve=-0.3, open=0.55, asym=0.0, width=1.2, tilt=0.7, raise_=0.8, eye=1.4),
-    "contempt": dict(curve=0.0, open=0.0, asym=0.9, width=1.0, tilt=0.0, raise_=0.0, eye=0.9),
+    "neutral": dict(curve=0.0, open=0.0, asym=0.0, width=1.0, tilt=0.0, raise_=0.0, eye=1.0, wrinkle=0.0),
+    "happiness": dict(curve=0.9, open=0.25, asym=0.0, width=1.15, tilt=0.0, raise_=0.1, eye=0.75, wrinkle=0.0),
+    "surprise": dict(curve=0.0, open=1.0, asym=0.0, width=0.6, tilt=0.0, raise_=1.0, eye=1.45, wrinkle=0.0),
+    "sadness": dict(curve=-0.8, open=0.0, asym=0.0, width=0.9, tilt=0.9, raise_=0.15, eye=0.8, wrinkle=0.0),
+    "anger": dict(curve=-0.25, open=0.05, asym=0.0, width=0.85, tilt=-1.0, raise_=-0.45, eye=0.9, wrinkle=0.0),
+    "disgust": dict(curve=-0.35, open=0.3, asym=0.45, width=0.9, tilt=-0.45, raise_=-0.2, eye=0.5, wrinkle=1.0),
+    "fear": dict(curve=-0.3, open=0.55, asym=0.0, width=1.2, tilt=0.7, raise_=0.8, eye=1.4, wrinkle=0.0),
+    "contempt": dict(curve=0.0, open=0.0, asym=0.9, width=1.0, tilt=0.0, raise_=0.0, eye=0.9, wrinkle=0.0),
 }
 
 
 def draw_face(label: str, rng: np.random.Generator, size: int = 96) -> Image.Image:
     """One synthetic face with the geometry of `label` and random identity, pose, lighting and background."""
     g = {k: v for k, v in GEOMETRY[label].items()}
-    intensity = rng.uniform(0.55, 1.25)
-    for key in ("curve", "open", "asym", "tilt", "raise_"):
+    intensity = rng.uniform(0.75, 1.2)
+    for key in ("curve", "open", "asym", "tilt", "raise_", "wrinkle"):
         g[key] *= intensity
     g["eye"] = 1.0 + (g["eye"] - 1.0) * intensity
     canvas = 2 * size  # drawn at twice the size, then rotated and downsampled (anti-aliasing)
     bg = rng.integers(0, 256, 3)
     image = Image.new("RGB", (canvas, canvas), tuple(int(c) for c in bg))
     draw = ImageDraw.Draw(image)
-    if rng.random() < 0.5:  # stripes in the background
+    texture = rng.random()
+    if texture < 0.4:  # stripes
         stripe = tuple(int(c) for c in rng.integers(0, 256, 3))
         step = int(rng.integers(12, 40))
         for x in range(-canvas, canvas, step):
             draw.line([(x, 0), (x + canvas, canvas)], fill=stripe, width=int(rng.integers(2, 8)))
+    elif texture < 0.7:  # blobs
+        for _ in range(int(rng.integers(3, 9))):
+            x, y, r = rng.uniform(0, canvas), rng.uniform(0, canvas), rng.uniform(0.05, 0.2) * canvas
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
 
-    cx, cy = canvas / 2 + rng.uniform(-0.08, 0.08) * canvas, canvas / 2 + rng.uniform(-0.06, 0.06) * canvas
-    scale = rng.uniform(0.78, 1.0) * canvas
+    cx, cy = canvas / 2 + rng.uniform(-0.05, 0.05) * canvas, canvas / 2 + rng.uniform(-0.04, 0.04) * canvas
+    scale = rng.uniform(0.85, 1.0) * canvas
     fw, fh = scale * rng.uniform(0.30, 0.38), scale * rng.uniform(0.40, 0.47)
     skin = np.array([rng.uniform(90, 250), rng.uniform(60, 200), rng.uniform(40, 170)])
     draw.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=tuple(int(c) for c in skin))
     dark = tuple(int(c) for c in skin * rng.uniform(0.15, 0.35))
-    line = max(2, int(scale * 0.022))
+    line = max(3, int(scale * 0.035))
+    if rng.random() < 0.6:  # hair: a cap over the top of the head, part of the identity
+        hair = tuple(int(c) for c in rng.integers(10, 140, 3))
+        top = cy - fh * rng.uniform(1.0, 1.08)
+        draw.chord([cx - fw * 1.02, top, cx + fw * 1.02, top + fh * 2], 180, 360, fill=hair)
+        draw.ellipse([cx - fw * 0.98, cy - fh * 0.62, cx + fw * 0.98, cy + fh], fill=tuple(int(c) for c in skin))
 
     # Eyes.
     spacing, eye_y = fw * rng.uniform(0.38, 0.5), cy - fh * rng.uniform(0.12, 0.22)
@@ -75,6 +91,13 @@ def draw_face(label: str, rng: np.random.Generator, size: int = 96) -> Image.Ima
         inner, outer = ex - side * eye_w * 1.1, ex + side * eye_w * 1.2
         lift = fh * 0.09 * g["tilt"]
         draw.line([(inner, brow_y - lift), (outer, brow_y + lift * 0.3)], fill=dark, width=line + 1)
+
+    # Nose: its length is identity; disgust wrinkles its bridge.
+    nose_top, nose_tip = cy - fh * 0.02, cy + fh * rng.uniform(0.16, 0.26)
+    draw.line([(cx, nose_top), (cx - fw * 0.06, nose_tip), (cx + fw * 0.04, nose_tip)], fill=dark, width=max(1, line // 2))
+    for k in range(int(round(3 * g["wrinkle"]))):
+        y = nose_top + (nose_tip - nose_top) * (0.15 + 0.2 * k)
+        draw.line([(cx - fw * 0.16, y), (cx + fw * 0.16, y - fh * 0.02)], fill=dark, width=max(1, line // 2))
 
     # Mouth: a curve through the corners and the middle; an opening drops a lower lip.
     mouth_y = cy + fh * rng.uniform(0.42, 0.52)
@@ -92,16 +115,17 @@ def draw_face(label: str, rng: np.random.Generator, size: int = 96) -> Image.Ima
     else:
         draw.line(upper, fill=dark, width=line)
 
-    # Pose and lighting.
-    image = image.rotate(rng.uniform(-12, 12), resample=Image.Resampling.BILINEAR, center=(cx, cy),
+    # Pose, then lighting and sensor noise at the output size (four times fewer pixels than the canvas).
+    image = image.rotate(rng.uniform(-8, 8), resample=Image.Resampling.BILINEAR, center=(cx, cy),
                          fillcolor=tuple(int(c) for c in bg))
+    image = image.resize((size, size), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.float32)
     angle = rng.uniform(0, 2 * math.pi)
-    ramp = np.cos(angle) * np.linspace(-1, 1, canvas)[None, :] + np.sin(angle) * np.linspace(-1, 1, canvas)[:, None]
+    axis = np.linspace(-1, 1, size, dtype=np.float32)
+    ramp = np.cos(angle) * axis[None, :] + np.sin(angle) * axis[:, None]  # (S, S) brightness gradient
     pixels = pixels * (rng.uniform(0.7, 1.15) + rng.uniform(0.0, 0.3) * ramp)[..., None]
-    pixels += rng.normal(0, rng.uniform(2, 12), pixels.shape)
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    return image.resize((size, size), Image.Resampling.BILINEAR)
+    pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * rng.uniform(2, 8)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def quadratic(p0, p1, p2, t: float) -> tuple[float, float]:
@@ -110,15 +134,46 @@ def quadratic(p0, p1, p2, t: float) -> tuple[float, float]:
     return (a * p0[0] + b * p1[0] + c * p2[0], a * p0[1] + b * p1[1] + c * p2[1])
 
 
-def make_synthetic_faces(num_per_class: int = 160, image_size: int = 96, num_classes: int = 8, seed: int = 0,
-                         eval_per_class: int | None = None):
-    """A `DatasetDict` of synthetic faces: train (`num_per_class` per class), validation and test (`eval_per_class`
-    per class, default a quarter of train), canonical labels, deterministic for a seed."""
+def _png(image: Image.Image) -> dict:
+    # Fast zlib level: the images are regenerated on every run, so size on disk matters less than build time.
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def make_synthetic_faces(
+    num_per_class: int = 160,
+    image_size: int = 96,
+    num_classes: int = 8,
+    seed: int = 0,
+    eval_per_class: int | None = None,
+):
+    """The synthetic-faces dataset: SYNTHETIC cartoon faces, never photographs.
+
+    Args:
+        num_per_class: Training images per class.
+        image_size: Side of the square RGB images (16 or more; 64-112 is the intended range).
+        num_classes: 8, or 7 for the canonical 7-class set (no contempt).
+        seed: Same seed, same images: each split draws from its own generator seeded by ``(seed, split number)``.
+        eval_per_class: Validation and test images per class; default a quarter of ``num_per_class`` (at least 1).
+
+    Returns:
+        A `DatasetDict` with ``train``, ``validation`` and ``test`` splits, columns ``image`` (`Image()`, PNG bytes)
+        and ``label`` (`ClassLabel` with names ``EXPRESSIONS[:num_classes]``), classes shuffled within each split;
+        every split's ``info.description`` is `DESCRIPTION` and ``info.dataset_name`` is ``"synthetic-faces"``.
+    """
     from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features
     from datasets import Image as ImageFeature
 
     if num_classes not in (7, 8):
-        raise ValueError(f"num_classes must be 7 or 8 for synthetic-faces, got {num_classes}.")
+        raise ValueError(f"num_classes={num_classes!r}: synthetic-faces has 7 or 8 classes; pass 7 or 8.")
+    if num_per_class < 1 or (eval_per_class is not None and eval_per_class < 1):
+        raise ValueError(
+            f"num_per_class={num_per_class!r}, eval_per_class={eval_per_class!r}: expected at least one image per "
+            "class in every split; pass positive counts."
+        )
+    if image_size < 16:
+        raise ValueError(f"image_size={image_size!r}: faces need at least 16 pixels a side to show an expression.")
     eval_per_class = eval_per_class or max(1, num_per_class // 4)
     names = list(EXPRESSIONS[:num_classes])
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=names)})
@@ -129,7 +184,7 @@ def make_synthetic_faces(num_per_class: int = 160, image_size: int = 96, num_cla
         rng = np.random.default_rng([seed, offset])
         # Classes interleaved in a random order, so any prefix of a split (--max_train_samples) holds every class.
         labels = rng.permutation([c for c in range(num_classes) for _ in range(per_class)]).tolist()
-        images = [draw_face(names[c], rng, image_size) for c in labels]
+        images = [_png(draw_face(names[c], rng, image_size)) for c in labels]
         info = DatasetInfo(description=DESCRIPTION, dataset_name=SYNTHETIC_NAME, features=features)
         splits[split] = Dataset.from_dict({"image": images, "label": labels}, features=features, info=info)
     return DatasetDict(splits)

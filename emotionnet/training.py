@@ -19,25 +19,34 @@ from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELIm
 RECIPES: dict[str, dict] = {
     # The embedded default: the tiny network on generated synthetic faces, a few minutes on two CPU cores.
     "synthetic": dict(
-        dataset="synthetic", model_config="tiny", batch_size=32, lr=2e-3, weight_decay=1e-4, num_epochs=12,
-        scheduler="cosine", warmup_steps=20, class_balanced=False, samples_per_class=None, smoothing=0.11,
+        dataset="synthetic", model_config="tiny", batch_size=32, lr=1e-3, weight_decay=1e-4, num_epochs=12,
+        scheduler="cosine", warmup_steps=50, class_balanced=False, samples_per_class=None, smoothing=0.11,
+        augment="mild",
     ),
     "ferplus": dict(
         dataset="ferplus", model_config="paper", batch_size=32, lr=1e-4, weight_decay=0.01, num_epochs=100,
         scheduler="constant", warmup_steps=0, class_balanced=False, samples_per_class=None, smoothing=0.11,
+        augment="seed",
     ),
     "rafdb": dict(
         dataset="rafdb", model_config="paper", batch_size=32, lr=3e-4, weight_decay=0.0, num_epochs=1000,
         scheduler="exponential", gamma=0.995, warmup_steps=0, class_balanced=True, samples_per_class=500,
-        smoothing=0.11,
+        smoothing=0.11, augment="seed",
     ),
     "fer2013": dict(
         dataset="fer2013", model_config="paper", batch_size=32, lr=3e-4, weight_decay=0.0, num_epochs=1000,
         scheduler="exponential", gamma=0.995, warmup_steps=0, class_balanced=True, samples_per_class=500,
-        smoothing=0.11,
+        smoothing=0.11, augment="seed",
     ),
 }
 SCHEDULERS = ("constant", "exponential", "cosine")
+# Magnitudes of BatchAugment: the seed's recipe, a milder one for the small synthetic set (its faces already vary in
+# pose), or none (plain resize).
+AUGMENTATIONS = {
+    "seed": dict(rotation=30.0, shear=15.0, perspective=0.3, jitter=0.4, hflip=0.5),
+    "mild": dict(rotation=10.0, shear=5.0, perspective=0.1, jitter=0.2, hflip=0.5),
+    "none": dict(enabled=False),
+}
 CHECKPOINT_PATTERN = re.compile(r"^(step|epoch)_(\d+)$")
 
 
@@ -204,6 +213,7 @@ def step_seed(seed: int, micro_step: int, process_index: int) -> int:
 
 __all__ = [
     "RECIPES",
+    "AUGMENTATIONS",
     "SCHEDULERS",
     "EvalCollator",
     "TrainCollator",

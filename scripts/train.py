@@ -41,6 +41,7 @@ from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
 
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
 from emotionnet.training import (  # noqa: E402
+    AUGMENTATIONS,
     RECIPES,
     SCHEDULERS,
     EvalCollator,
@@ -84,7 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup_steps", type=int, default=None)
     parser.add_argument("--class_balanced", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--samples_per_class", type=int, default=None)
-    parser.add_argument("--no_augment", action="store_true", help="Train on plainly resized images.")
+    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default=None,
+                        help="'seed' (the paper recipe), 'mild', or 'none' (plain resize).")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default=None, help="Default: outputs/<recipe>-default or outputs/<dataset>.")
     parser.add_argument("--num_workers", type=int, default=2)
@@ -163,7 +165,8 @@ def main(argv=None) -> dict:
     config = model.config
     processor = build_processor(config)
     augment = BatchAugment(
-        image_size=config.image_size, mean=processor.image_mean, std=processor.image_std, enabled=not args.no_augment
+        image_size=config.image_size, mean=processor.image_mean, std=processor.image_std,
+        **AUGMENTATIONS[args.augment],
     ).to(accelerator.device)
 
     loader = SafeImageLoader()

@@ -1,0 +1,89 @@
+"""BatchAugment: shapes, determinism, identity at zero magnitude, flip, rotation, jitter, perspective."""
+
+import math
+
+import pytest
+import torch
+
+from emotionnet.augment import BatchAugment, homography_from_corners
+
+
+def zero_magnitude(image_size=32, **kwargs) -> BatchAugment:
+    defaults = dict(resize_ratio=1.0, rotation=0, shear=0, perspective=0, jitter=0, hflip=0, mean=(0, 0, 0),
+                    std=(1, 1, 1))
+    defaults.update(kwargs)
+    return BatchAugment(image_size=image_size, **defaults)
+
+
+def test_shapes_dtypes_and_finiteness():
+    augment = BatchAugment(image_size=64)
+    assert augment.input_size == round(64 * 256 / 224)
+    for images in (torch.randint(0, 256, (3, 3, 73, 73), dtype=torch.uint8), torch.rand(3, 3, 73, 73).double(),
+                   torch.rand(1, 3, 73, 73)):
+        out = augment(images)
+        assert out.shape == (images.shape[0], 3, 64, 64) and out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+
+
+def test_deterministic_under_a_seed():
+    augment = BatchAugment(image_size=32)
+    images = torch.rand(4, 3, 37, 37)
+    torch.manual_seed(3)
+    a = augment(images)
+    torch.manual_seed(3)
+    b = augment(images)
+    torch.manual_seed(4)
+    c = augment(images)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c)
+
+
+def test_zero_magnitudes_reproduce_the_input():
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(zero_magnitude()(images), images, atol=1e-5, rtol=0)
+
+
+def test_flip_mirrors():
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(zero_magnitude(hflip=1.0)(images), images.flip(-1), atol=1e-5, rtol=0)
+
+
+def test_rotation_moves_a_bright_pixel_around_the_centre():
+    image = torch.zeros(1, 3, 33, 33)
+    image[..., 16, 28] = 1.0  # 12 px right of the centre
+    augment = zero_magnitude(image_size=33, rotation=90)
+    torch.manual_seed(0)
+    out = augment(image)[0, 0]
+    y, x = divmod(int(out.argmax()), 33)
+    radius = math.hypot(x - 16, y - 16)
+    assert radius == pytest.approx(12, abs=1.5)  # rotated about the centre: the distance is kept
+
+
+def test_disabled_or_eval_only_resizes_and_normalises():
+    augment = BatchAugment(image_size=16, enabled=False)
+    images = torch.full((2, 3, 18, 18), 255, dtype=torch.uint8)
+    out = augment(images)
+    expected = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(out[:, :, 5, 5], expected.expand(2, 3))
+    torch.testing.assert_close(BatchAugment(image_size=16).eval()(images), out)
+
+
+def test_colour_jitter_stays_in_range_and_changes_images():
+    augment = zero_magnitude(jitter=0.4)
+    images = torch.rand(8, 3, 32, 32)
+    out = augment(images)
+    assert out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, images)
+
+
+def test_homography_maps_corners():
+    source = torch.tensor([[[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]])
+    target = source + torch.tensor([[[0.1, 0.2], [-0.2, 0.1], [0.05, -0.1], [0.2, -0.3]]])
+    h = homography_from_corners(source, target)
+    points = torch.cat([source, torch.ones(1, 4, 1)], -1) @ h.transpose(1, 2)
+    torch.testing.assert_close(points[..., :2] / points[..., 2:], target, atol=1e-5, rtol=0)
+
+
+def test_bad_shape_is_explained():
+    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
+        BatchAugment(image_size=16)(torch.rand(3, 16, 16))
