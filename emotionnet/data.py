@@ -23,7 +23,7 @@ Training decodes images itself, so that one unreadable file costs one sample and
     dataset = with_raw_images(dataset)                 # examples give {"bytes", "path"} dicts, not PIL images
     loader = SafeImageLoader()
     collate = functools.partial(collate_images, loader=loader, image_size=112)
-    pixels, labels, soft_labels, num_skipped = collate([dataset["train"][i] for i in range(8)])
+    pixels, labels, soft_labels, skipped = collate([dataset["train"][i] for i in range(8)])  # skipped: (key, reason)
 """
 
 from __future__ import annotations
@@ -431,16 +431,17 @@ def load_fer2013(
 def ferplus_votes_to_label(votes: Sequence[float]) -> tuple[int | None, str | None]:
     """Majority label of one FERPlus vote row (10 counts in `FERPLUS_VOTE_COLUMNS` order).
 
-    Returns ``(canonical id, None)``, or ``(None, reason)`` when the row is dropped: no votes for any of the eight
-    expressions (`DROP_NO_VOTES`), or more unknown+NF votes than expression votes (`DROP_NOT_EXPRESSION`). A tie
-    between expressions goes to the one first in canonical order; the vote distribution keeps the ambiguity.
+    Returns ``(canonical id, None)``, or ``(None, reason)`` when the row is dropped: more unknown+NF votes than
+    expression votes (`DROP_NOT_EXPRESSION`), or no votes at all (`DROP_NO_VOTES`); a tie between unknown+NF and
+    the expressions keeps the row. A tie between expressions goes to the one first in canonical order; the vote
+    distribution keeps the ambiguity.
     """
     emotion_votes = np.asarray(votes[:8], dtype=np.float64)
     other_votes = float(votes[8]) + float(votes[9]) if len(votes) > 8 else 0.0
-    if emotion_votes.sum() <= 0:
-        return None, DROP_NO_VOTES
     if other_votes > emotion_votes.sum():
         return None, DROP_NOT_EXPRESSION
+    if emotion_votes.sum() <= 0:
+        return None, DROP_NO_VOTES
     return int(np.argmax(emotion_votes)), None
 
 

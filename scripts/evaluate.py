@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # evaluate.py would shadow the `evaluate` library.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
 
-from emotionnet.data import SafeImageLoader, load_fer_dataset  # noqa: E402
+from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
 
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
 from emotionnet.training import EvalCollator, write_json_atomic  # noqa: E402
@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
                             image_column=args.image_column, label_column=args.label_column, seed=args.seed)
     if args.split not in data:
         raise SystemExit(f"--split {args.split}: dataset {args.dataset} has splits {sorted(data)}; pick one of them.")
-    split = data[args.split]
+    split = with_raw_images(data[args.split])
     if split.features["label"].names != label_names:
         raise SystemExit(
             f"--model {args.model} predicts {label_names} but the dataset's labels are "

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
 
 from emotionnet.augment import BatchAugment  # noqa: E402
-from emotionnet.data import SafeImageLoader, load_fer_dataset  # noqa: E402
+from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
 from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
 
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
@@ -151,6 +151,8 @@ def main(argv=None) -> dict:
     with accelerator.main_process_first():
         data = load_fer_dataset(args.dataset, data_dir=args.data_dir, num_classes=args.num_classes,
                                 image_column=args.image_column, label_column=args.label_column, seed=args.seed)
+    # Images are decoded by SafeImageLoader in the collate function, where an unreadable one is skipped, not fatal.
+    data = with_raw_images(data)
     train_set, eval_set = data["train"], data["validation"]
     if args.max_train_samples:
         train_set = train_set.select(range(min(args.max_train_samples, len(train_set))))
