@@ -3,6 +3,7 @@
 from .configuration_grefel import EXPRESSIONS, EXPRESSIONS_7, GReFELConfig, expression_id2label
 from .image_processing_grefel import GReFELImageProcessor
 from .loss_grefel import GReFELLoss
+from .face_detection_grefel import FaceBox, FaceDetector
 from .modeling_grefel import (
     GReFELForImageClassification,
     GReFELImageClassifierOutput,
@@ -10,13 +11,18 @@ from .modeling_grefel import (
     GReFELModelOutput,
     GReFELPreTrainedModel,
 )
+from .pipeline_grefel import FacialExpressionPipeline, add_pipeline_to_folder, register_pipeline
 
 # The processor's own module is copied to the Hub; registering here keeps that file free of side effects.
 GReFELImageProcessor.register_for_auto_class("AutoImageProcessor")
+register_pipeline()
 
 __all__ = [
     "EXPRESSIONS",
     "EXPRESSIONS_7",
+    "FaceBox",
+    "FaceDetector",
+    "FacialExpressionPipeline",
     "GReFELConfig",
     "GReFELForImageClassification",
     "GReFELImageClassifierOutput",
@@ -25,5 +31,7 @@ __all__ = [
     "GReFELModel",
     "GReFELModelOutput",
     "GReFELPreTrainedModel",
+    "add_pipeline_to_folder",
     "expression_id2label",
+    "register_pipeline",
 ]

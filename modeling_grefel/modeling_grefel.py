@@ -411,7 +411,13 @@ class GReFELPreTrainedModel(PreTrainedModel):
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.setdefault("AutoModel", "modeling_grefel.GReFELModel")
             self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if getattr(self, "_auto_class", None) is not None and kwargs.get("is_main_process", True):
+            # pipeline("facial-expression-recognition", model=folder, trust_remote_code=True) then finds its class.
+            from .pipeline_grefel import add_pipeline_to_folder
+
+            add_pipeline_to_folder(save_directory)
+        return result
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

@@ -1,0 +1,387 @@
+"""The "facial-expression-recognition" pipeline: raw photos in, one expression distribution per detected face out.
+
+This file and `face_detection_grefel.py` are copied next to a model's `config.json`, whose `custom_pipelines` entry
+lets transformers build the pipeline by task name from remote code:
+
+```python
+>>> from transformers import pipeline
+>>> pipe = pipeline("facial-expression-recognition", model="path/or/hub-id", trust_remote_code=True)
+>>> pipe("group_photo.jpg")
+{'status': 'ok', 'faces': [{'box': {'xmin': 177, ...}, 'label': 'happiness', 'score': 0.91, ...}], 'message': ...}
+```
+
+The same pipeline without the task machinery: `FacialExpressionPipeline(model=model, image_processor=processor)`.
+
+How a custom task is found (transformers 5.x, `pipelines/__init__.py`): `pipeline()` reads `config.custom_pipelines`,
+and for a task listed there loads `impl` ("module.Class") with `get_class_from_dynamic_module` when
+`trust_remote_code=True`, the model with the Auto classes named in `pt`, and the image processor because
+`_load_image_processor` is set. A folder gets that entry and these files from `add_pipeline_to_folder` (after
+`save_pretrained`), `add_pipeline_to_config` (before it) or `FacialExpressionPipeline.save_pretrained`;
+`register_pipeline` adds the task to transformers' registry for in-memory models. Faces are found with OpenCV,
+imported only when the first photo is processed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+from transformers import AutoModelForImageClassification, Pipeline
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .face_detection_grefel import FaceDetector
+
+TASK = "facial-expression-recognition"
+NO_FACE_MODES = ("skip", "whole_image")
+DEFAULT_BATCH_SIZE = 8
+_CHANNEL_COUNTS = (1, 3, 4)
+# Float arrays may overshoot [0, 1] by rounding (after an interpolation); anything beyond this is a mistake.
+_FLOAT_TOLERANCE = 1e-3
+_16BIT_MAX = 65535
+
+
+class FacialExpressionPipeline(Pipeline):
+    """Finds every face in each photo, crops it, and classifies the crops with a GReFEL model in batches.
+
+    Args:
+        model (`PreTrainedModel`): an image-classification model (GReFEL); it is put in eval mode.
+        image_processor (`BaseImageProcessor`): the model's processor; it receives the raw PIL face crops.
+        detector (`FaceDetector`, *optional*): finds and crops the faces; a default `FaceDetector()` when `None`.
+        no_face (`str`, *optional*, defaults to `"skip"`): default for images without a face, see `__call__`.
+        top_k (`int`, *optional*): default number of classes kept in each face's `scores`; all when `None`.
+        batch_size (`int`, *optional*, defaults to 8): default number of face crops per model forward.
+        device: as for any transformers pipeline (`None` picks the first accelerator, else the CPU).
+
+    Example:
+
+    ```python
+    >>> pipe = FacialExpressionPipeline(model=model, image_processor=processor, device="cpu")
+    >>> results = pipe(["a.jpg", "b.jpg"], no_face="whole_image", batch_size=16)
+    ```
+    """
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(
+        self,
+        model: Any,
+        image_processor: Any = None,
+        detector: FaceDetector | None = None,
+        no_face: str = "skip",
+        top_k: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if image_processor is None:
+            raise ValueError(
+                "FacialExpressionPipeline: image_processor is required; pass the model's processor, e.g. "
+                "AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)."
+            )
+        self.face_detector = _check_detector(FaceDetector() if detector is None else detector)
+        self.no_face = _check_no_face(no_face)
+        self.top_k = _check_top_k(top_k)
+        super().__init__(model=model, image_processor=image_processor, **kwargs)
+        self._batch_size = _check_batch_size(DEFAULT_BATCH_SIZE if self._batch_size is None else self._batch_size)
+        # Dropout and GReFEL's training-only branches must be off, whatever mode the caller's model was in.
+        self.model.eval()
+
+    # ------------------------------------------------------------------ transformers' Pipeline hooks
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
+        """Called by `Pipeline.__init__` with the keyword arguments it does not know; this pipeline takes none."""
+        if kwargs:
+            raise TypeError(
+                f"FacialExpressionPipeline got unexpected arguments {sorted(kwargs)}; it takes detector, no_face, "
+                "top_k, batch_size and device."
+            )
+        return {}, {}, {}
+
+    def preprocess(self, image: Any, no_face: str = "skip", detector: FaceDetector | None = None) -> dict[str, Any]:
+        """Load one image, find its faces and turn their crops into pixel values.
+
+        Returns {"boxes": [box dict or None], "whole_image": [bool], "pixel_values": (n, 3, H, W) tensor or None,
+        "status", "message"}; raises `ValueError`/`TypeError`/`OSError` for an input that is not a usable image.
+        """
+        detector = self.face_detector if detector is None else detector
+        photo = load_photo(image)
+        boxes = detector.detect(photo)
+        if boxes:
+            crops = [detector.crop(photo, box) for box in boxes]
+            count = len(boxes)
+            status, message = "ok", f"{count} face{'s' if count > 1 else ''} found."
+            box_dicts, whole = [box.as_dict() for box in boxes], [False] * count
+        elif no_face == "whole_image":
+            crops, box_dicts, whole = [photo], [None], [True]
+            status, message = "no_face", "No face found; the whole image was classified instead."
+        else:
+            return {"boxes": [], "whole_image": [], "pixel_values": None, "status": "no_face",
+                    "message": 'No face found; nothing was classified (no_face="whole_image" classifies the whole image).'}
+        pixel_values = self.image_processor(crops, return_tensors="pt")["pixel_values"]  # (n, 3, H, W)
+        return {"boxes": box_dicts, "whole_image": whole, "pixel_values": pixel_values, "status": status,
+                "message": message}
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pixel_values = model_inputs["pixel_values"].to(self.model.dtype)
+        return {"logits": self.model(pixel_values=pixel_values).logits}
+
+    def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None) -> dict[str, Any]:
+        """One image's result from its prepared faces and their (n, C) probabilities under "probs"."""
+        id2label = self.model.config.id2label
+        faces = []
+        for box, whole, row in zip(model_outputs["boxes"], model_outputs["whole_image"], model_outputs["probs"]):
+            order = torch.argsort(row, descending=True).tolist()
+            kept = order if top_k is None else order[:top_k]
+            scores = {id2label[i]: float(row[i]) for i in kept}
+            best = order[0]
+            faces.append({"box": box, "label": id2label[best], "score": float(row[best]), "scores": scores,
+                          "whole_image": whole})
+        return {"status": model_outputs["status"], "faces": faces, "message": model_outputs["message"]}
+
+    # ------------------------------------------------------------------ call
+    def __call__(
+        self,
+        images: Any,
+        no_face: str | None = None,
+        top_k: int | None = None,
+        batch_size: int | None = None,
+        detector: FaceDetector | None = None,
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Classify the expression of every face in one image or a list of images.
+
+        Args:
+            images: one image or a list/tuple of them; each a PIL image, a numpy array or torch tensor
+                ((H, W) grey, (H, W, C) or (C, H, W) with C in 1/3/4; uint8, uint16, bool or float in [0, 1]),
+                or a path to an image file.
+            no_face: `"skip"` reports an image without a face with no prediction; `"whole_image"` classifies the
+                whole image instead (its face then has `box=None`, `whole_image=True`). Status is "no_face" either way.
+            top_k: keep only the k most probable classes in each face's `scores` (all classes when `None`).
+            batch_size: face crops per model forward; the crops of all images are pooled, so a batch may mix images.
+            detector: a `FaceDetector` for this call instead of the pipeline's own.
+
+        Returns:
+            For one image a dict, for a list a list of dicts in the same order, each
+            `{"status": "ok" | "no_face" | "error", "faces": [...], "message": str}` where every face is
+            `{"box": {"xmin", "ymin", "xmax", "ymax"} or None, "label": str, "score": float,
+            "scores": {label: probability} (most probable first), "whole_image": bool}`. Faces are listed
+            largest first. An image that cannot be read gets status "error", no faces and a message naming it; the
+            other images are still processed.
+        """
+        no_face = self.no_face if no_face is None else _check_no_face(no_face)
+        top_k = self.top_k if top_k is None else _check_top_k(top_k)
+        batch_size = self._batch_size if batch_size is None else _check_batch_size(batch_size)
+        detector = self.face_detector if detector is None else _check_detector(detector)
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+
+        prepared = []
+        for index, item in enumerate(items):
+            where = _describe(item, index, len(items))
+            try:
+                prepared.append(self.preprocess(item, no_face=no_face, detector=detector))
+            except ImportError:
+                raise  # a missing OpenCV concerns every image: the caller must install it
+            except Exception as error:  # one unusable image must not cost the others their results
+                prepared.append({"boxes": [], "whole_image": [], "pixel_values": None, "status": "error",
+                                 "message": f"{where} could not be processed: {error}"})
+
+        probs = self._classify([p["pixel_values"] for p in prepared if p["pixel_values"] is not None], batch_size)
+        results, start = [], 0
+        for entry in prepared:
+            count = len(entry["boxes"])
+            results.append(self.postprocess({**entry, "probs": probs[start : start + count]}, top_k=top_k))
+            start += count
+        return results[0] if single else results
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Save the model and processor (`Pipeline.save_pretrained`) plus this pipeline's code and config entry, so the
+        folder (and `push_to_hub`, which saves through here) loads back by task name with `trust_remote_code=True`.
+        """
+        super().save_pretrained(save_directory, **kwargs)
+        add_pipeline_to_folder(save_directory)
+
+    def _classify(self, pixel_values: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+        """(N, C) probabilities of all crops, pooled across images and run `batch_size` at a time."""
+        if not pixel_values:
+            return torch.empty(0, self.model.config.num_labels)
+        pooled = torch.cat(pixel_values)  # (N, 3, H, W), the crops of every image in order
+        probs = [
+            self.forward({"pixel_values": pooled[start : start + batch_size]})["logits"].float().softmax(dim=-1)
+            for start in range(0, len(pooled), batch_size)
+        ]
+        return torch.cat(probs)  # (N, C)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def load_photo(image: Any) -> PIL.Image.Image:
+    """A decoded PIL image (EXIF orientation applied, mode kept) from a PIL image, array, tensor or file path."""
+    if isinstance(image, (str, os.PathLike)):
+        with PIL.Image.open(image) as opened:
+            photo = PIL.ImageOps.exif_transpose(opened)
+            photo.load()
+    elif isinstance(image, PIL.Image.Image):
+        photo = PIL.ImageOps.exif_transpose(image)
+        photo.load()  # a truncated file fails here, not later inside the detector
+    elif isinstance(image, torch.Tensor):
+        photo = _array_to_photo(image.detach().cpu().numpy(), channels_first=True)
+    elif isinstance(image, np.ndarray):
+        photo = _array_to_photo(image, channels_first=False)
+    else:
+        raise TypeError(f"expected a PIL image, a numpy array, a torch tensor or a file path, got {type(image).__name__}")
+    if photo.width == 0 or photo.height == 0:
+        raise ValueError(f"the image is empty ({photo.width}x{photo.height} pixels)")
+    return photo
+
+
+def _array_to_photo(array: np.ndarray, channels_first: bool) -> PIL.Image.Image:
+    """PIL image from (H, W), (H, W, C) or (C, H, W) pixel data; `channels_first` breaks ties such as (3, 4, 3)."""
+    if array.ndim == 3:
+        first, last = array.shape[0] in _CHANNEL_COUNTS, array.shape[2] in _CHANNEL_COUNTS
+        if not (first or last):
+            raise ValueError(f"an array of shape {array.shape} has no channel axis of 1, 3 or 4 (grey, RGB, RGBA)")
+        if first and (channels_first or not last):
+            array = array.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+    elif array.ndim != 2:
+        raise ValueError(f"an image array must be (H, W), (H, W, C) or (C, H, W), got shape {array.shape}")
+    return PIL.Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return (array.astype(np.float32) * (255.0 / _16BIT_MAX)).round().astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(f"an integer {array.dtype} array must hold 0-255, got {array.min()}..{array.max()}")
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("the array contains NaN or infinite values")
+        if array.size and (array.min() < -_FLOAT_TOLERANCE or array.max() > 1 + _FLOAT_TOLERANCE):
+            raise ValueError(f"a float array must hold [0, 1], got {array.min():g}..{array.max():g}")
+        return (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    raise ValueError(f"an image array must be uint8, uint16, bool or float in [0, 1], got dtype {array.dtype}")
+
+
+def _describe(item: Any, index: int, total: int) -> str:
+    where = f"image {index + 1} of {total}"
+    if isinstance(item, (str, os.PathLike)):
+        return f"{where} ({os.fspath(item)!r})"
+    return f"{where} ({type(item).__name__})"
+
+
+def _check_no_face(no_face: Any) -> str:
+    if no_face not in NO_FACE_MODES:
+        raise ValueError(f"FacialExpressionPipeline: no_face must be one of {NO_FACE_MODES}, got {no_face!r}.")
+    return no_face
+
+
+def _check_top_k(top_k: Any) -> int | None:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"FacialExpressionPipeline: top_k must be a positive int or None, got {top_k!r}.")
+    return top_k
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"FacialExpressionPipeline: batch_size must be a positive int, got {batch_size!r}.")
+    return batch_size
+
+
+def _check_detector(detector: Any) -> Any:
+    if not (callable(getattr(detector, "detect", None)) and callable(getattr(detector, "crop", None))):
+        raise TypeError(
+            "FacialExpressionPipeline: detector must be a FaceDetector (an object with detect(image) and "
+            f"crop(image, box)), got {type(detector).__name__}."
+        )
+    return detector
+
+
+# ---------------------------------------------------------------------------------------------- saving
+def custom_pipelines_entry() -> dict[str, dict[str, Any]]:
+    """The `custom_pipelines` value of config.json that makes the task loadable from a model folder.
+
+    `impl` is "module.Class" inside the model folder, `pt` the transformers Auto class that loads the model (both
+    resolved by `transformers.pipeline`, see `clean_custom_task`), `type` the input modality.
+    """
+    return {
+        TASK: {
+            "impl": f"{Path(__file__).stem}.{FacialExpressionPipeline.__name__}",
+            "pt": [AutoModelForImageClassification.__name__],
+            "type": "image",
+        }
+    }
+
+
+def add_pipeline_to_config(config: Any) -> Any:
+    """Add the `custom_pipelines` entry to a model config (in place, other entries kept) and return the config.
+
+    Call it before `model.save_pretrained(folder)` so config.json carries the entry; the pipeline files must also be
+    in the folder, which `add_pipeline_to_folder` (after saving) or a relative import of this module from the
+    modeling file (transformers then copies it with the model code) takes care of.
+    """
+    if not hasattr(config, "to_dict"):
+        raise TypeError(
+            f"add_pipeline_to_config: config must be a transformers PreTrainedConfig, got {type(config).__name__}."
+        )
+    config.custom_pipelines = {**(getattr(config, "custom_pipelines", None) or {}), **custom_pipelines_entry()}
+    return config
+
+
+def add_pipeline_to_folder(folder: str | os.PathLike) -> list[Path]:
+    """Make a saved model folder loadable with `pipeline("facial-expression-recognition", model=folder,
+    trust_remote_code=True)`: add the `custom_pipelines` entry to its config.json and copy this file and
+    `face_detection_grefel.py` next to it. Returns the files written. Call it after `save_pretrained`; calling it
+    again changes nothing.
+    """
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"add_pipeline_to_folder: {config_path} does not exist; save the model with save_pretrained({folder}) first."
+        )
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["custom_pipelines"] = {**(config.get("custom_pipelines") or {}), **custom_pipelines_entry()}
+    # The layout transformers' own PreTrainedConfig.to_json_file writes.
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # custom_object_save copies the class's module file plus every file it imports relatively (the face detector).
+    copied = custom_object_save(FacialExpressionPipeline, folder)
+    return [config_path] + [Path(p) for p in copied]
+
+
+def register_pipeline() -> None:
+    """Register the task with transformers so `pipeline(TASK, model=model, image_processor=processor)` builds this
+    pipeline for an in-memory model. Loading from a folder needs no registration (its config.json names the class).
+    Registering again is a no-op.
+    """
+    registered = PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl")
+    if registered is FacialExpressionPipeline:
+        return
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK, pipeline_class=FacialExpressionPipeline, pt_model=AutoModelForImageClassification, type="image"
+    )
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "FacialExpressionPipeline",
+    "NO_FACE_MODES",
+    "TASK",
+    "add_pipeline_to_config",
+    "add_pipeline_to_folder",
+    "custom_pipelines_entry",
+    "load_photo",
+    "register_pipeline",
+]
