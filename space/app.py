@@ -1,0 +1,603 @@
+"""EmotionNet demo Space: facial expressions of every face in a photo or a webcam stream, with explanations.
+
+Run it locally (from the repository root or from this folder)::
+
+    python space/app.py                                   # model from $EMOTIONNET_MODEL, default outputs/synthetic-default
+    EMOTIONNET_MODEL=user/emotionnet-ferplus python space/app.py   # a Hub model id
+    PORT=8080 python space/app.py                         # port from $PORT / $GRADIO_SERVER_PORT, default 7860
+
+The model is loaded with the Auto classes and `trust_remote_code=True`, so the Space needs nothing but the model's
+remote code (model, image processor, face detector and pipeline files next to its config.json). When the model folder
+is missing or cannot be loaded, the page and the log say so and a randomly initialised tiny GReFEL is built instead,
+under an "untrained model" banner, so the app always starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Zero outbound calls: no Gradio analytics or version check, no Hub telemetry. Set before gradio is imported.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import base64  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
+import PIL.ImageDraw  # noqa: E402
+import PIL.ImageFont  # noqa: E402
+import PIL.ImageOps  # noqa: E402
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from explain import METHODS, explain_face  # noqa: E402
+
+LOGGER = logging.getLogger("emotionnet.space")
+
+DEFAULT_MODEL = "outputs/synthetic-default"
+# The demo refuses images above this many pixels, from the file header, instead of decoding them (a 20000x20000
+# upload would need 1.2 GB of RAM). This check replaces PIL's own decompression-bomb limit, whose error names neither
+# the image's size nor the limit.
+MAX_PIXELS = 40_000_000
+PIL.Image.MAX_IMAGE_PIXELS = None
+# Photos are analysed at most this large: face detection and drawing cost grow with the pixel count, accuracy does not.
+MAX_SIDE = 1600
+MAX_FILE_SIZE = "50mb"
+# Per-face probability bars shown on the page; the annotated image and the JSON list every face.
+MAX_FACES_SHOWN = 4
+EXAMPLES_DIR = HERE / "examples"
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+
+
+# ----------------------------------------------------------------------------------------------- model loading
+@dataclass
+class LoadedModel:
+    """The model the Space serves, and what the page says about it."""
+
+    model: torch.nn.Module
+    processor: Any
+    pipeline: Any
+    source: str
+    training_data: str
+    trained: bool
+    problem: str = ""
+    results: dict = field(default_factory=dict)
+
+
+def _repository_root() -> Path | None:
+    """The EmotionNet checkout this Space folder sits in, if any (it holds the `modeling_grefel` package)."""
+    root = HERE.parent
+    return root if (root / "modeling_grefel" / "__init__.py").is_file() else None
+
+
+def _local_folder(reference: str) -> Path | None:
+    """`reference` as an existing local folder: as given, relative to the working directory, or to the checkout."""
+    candidates = [Path(reference).expanduser()]
+    root = _repository_root()
+    if root is not None and not Path(reference).is_absolute():
+        candidates.append(root / reference)
+    return next((c.resolve() for c in candidates if c.is_dir()), None)
+
+
+def _read_results(reference: str, folder: Path | None) -> dict:
+    """The training run's all_results.json (dataset, synthetic, metrics), from the folder or the Hub repo."""
+    try:
+        if folder is not None:
+            path = folder / "all_results.json"
+            return json.loads(path.read_text()) if path.is_file() else {}
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(reference, "all_results.json")).read_text())
+    except Exception as error:  # a model without results is still served; the page then says the data is unknown
+        LOGGER.info("No all_results.json for %s (%s).", reference, error)
+        return {}
+
+
+def describe_training_data(results: dict) -> str:
+    """One line for the page: which data the model was trained on and how it scored."""
+    if not results:
+        return "unknown (the model folder has no all_results.json)"
+    dataset = results.get("dataset", "unknown dataset")
+    line = f"`{dataset}`"
+    if results.get("synthetic"):
+        line += " (synthetic faces drawn by the training script: the model has never seen a real photo)"
+    if "eval_accuracy" in results:
+        line += f"; {results.get('eval_split', 'eval')} accuracy {results['eval_accuracy']:.3f}"
+    if "eval_macro_f1" in results:
+        line += f", macro-F1 {results['eval_macro_f1']:.3f}"
+    return line
+
+
+def _pipeline_class(reference: str, folder: Path | None):
+    """`FacialExpressionPipeline` from the model's remote code, else from the EmotionNet checkout."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    try:
+        return get_class_from_dynamic_module("pipeline_grefel.FacialExpressionPipeline", str(folder or reference))
+    except Exception as error:  # older model folders lack the pipeline file: use the checkout's copy
+        LOGGER.info("The model at %s ships no pipeline_grefel.py (%s); using the checkout's.", reference, error)
+    return _checkout_pipeline_class(reference)
+
+
+def _checkout_pipeline_class(reference: str):
+    """`FacialExpressionPipeline` of the EmotionNet checkout this Space folder sits in."""
+    root = _repository_root()
+    if root is None:
+        raise RuntimeError(
+            f"The model {reference} has no pipeline_grefel.py and this Space is not inside an EmotionNet checkout; "
+            "save the model with the current EmotionNet (add_pipeline_to_folder) so its remote code holds the pipeline."
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from modeling_grefel.pipeline_grefel import FacialExpressionPipeline
+
+    return FacialExpressionPipeline
+
+
+def _untrained_model() -> tuple[torch.nn.Module, Any]:
+    """A randomly initialised tiny GReFEL from the checkout's `modeling_grefel`, so the app can start without weights."""
+    root = _repository_root()
+    if root is None:
+        raise RuntimeError(
+            "No model could be loaded and this Space is not inside an EmotionNet checkout to build an untrained one; "
+            "set EMOTIONNET_MODEL to a Hub id or a folder saved with save_pretrained."
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELImageProcessor
+
+    torch.manual_seed(0)
+    config = GReFELConfig.tiny()
+    model = GReFELForImageClassification(config).eval()
+    processor = GReFELImageProcessor(size={"height": config.image_size, "width": config.image_size})
+    return model, processor
+
+
+def load_model(reference: str | None = None) -> LoadedModel:
+    """Load the model named by `reference` (default: $EMOTIONNET_MODEL, else `outputs/synthetic-default`).
+
+    Never raises for a missing or broken model: it falls back to an untrained tiny model and records why.
+    """
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    reference = reference or os.environ.get("EMOTIONNET_MODEL") or DEFAULT_MODEL
+    folder = _local_folder(reference)
+    problem = ""
+    if folder is None and reference == DEFAULT_MODEL:
+        problem = (
+            f"The default model folder `{DEFAULT_MODEL}` does not exist: run the embedded default training "
+            "(`make demo`) to create it, or set EMOTIONNET_MODEL to a Hub id or a saved model folder."
+        )
+    else:
+        try:
+            source = str(folder or reference)
+            model = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=True).eval()
+            processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
+            pipeline = _pipeline_class(reference, folder)(model=model, image_processor=processor)
+            results = _read_results(reference, folder)
+            LOGGER.info("Loaded model %s.", source)
+            return LoadedModel(model, processor, pipeline, source, describe_training_data(results), True, "", results)
+        except Exception as error:  # the app must start anyway; the banner carries the reason
+            problem = f"The model `{reference}` could not be loaded: {error}"
+    LOGGER.warning("%s Serving a randomly initialised tiny model instead: its predictions mean nothing.", problem)
+    model, processor = _untrained_model()
+    pipeline = _checkout_pipeline_class("the untrained fallback")(model=model, image_processor=processor)
+    return LoadedModel(
+        model, processor, pipeline, "randomly initialised GReFELConfig.tiny()", "none (untrained)", False, problem
+    )
+
+
+# ----------------------------------------------------------------------------------------------- photos
+class UploadError(ValueError):
+    """An upload the demo cannot analyse; the message is shown to the user as is."""
+
+
+def read_photo(path: str | os.PathLike | io.BytesIO | None, max_pixels: int = MAX_PIXELS) -> tuple[PIL.Image.Image, list[str]]:
+    """Open an uploaded file as an RGB photo no larger than `MAX_SIDE`, with notes on what was changed.
+
+    Raises `UploadError` with a sentence for the user when the file is not a readable image or is too large.
+    """
+    if path is None:
+        raise UploadError("No image: upload a photo, take one with the webcam or pick an example.")
+    name = Path(getattr(path, "name", None) or path).name
+    notes = []
+    try:
+        image = PIL.Image.open(path)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise UploadError(
+                f"'{name}' is {width}x{height} pixels ({width * height / 1e6:.0f} MP), above this demo's limit of "
+                f"{max_pixels / 1e6:.0f} MP; downscale it and upload it again."
+            )
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            image.seek(0)
+            notes.append(f"animated image with {frames} frames: the first frame is analysed")
+        image.load()
+        image = PIL.ImageOps.exif_transpose(image).convert("RGB")
+    except UploadError:
+        raise
+    except PIL.UnidentifiedImageError:
+        raise UploadError(
+            f"'{name}' is not an image this demo can read; upload a JPEG, PNG, WebP, GIF, BMP or TIFF photo."
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise UploadError(
+            f"'{name}' could not be decoded ({error}); the file may be truncated or corrupt: re-save it and try again."
+        ) from None
+    if max(image.size) > MAX_SIDE:
+        original = image.size
+        image.thumbnail((MAX_SIDE, MAX_SIDE), PIL.Image.BILINEAR)
+        notes.append(f"downscaled from {original[0]}x{original[1]} to {image.size[0]}x{image.size[1]}")
+    return image, notes
+
+
+def payload_photo(payload: dict | str | None) -> tuple[PIL.Image.Image, list[str]]:
+    """`read_photo` on what the browser or API sent for an image input (the event runs with `preprocess=False`).
+
+    Gradio's own preprocessing would open every upload with PIL before the event function runs, and a text file or
+    a corrupt image would end in a bare library error; here the payload (already checked to be an uploaded file)
+    goes to `read_photo`, which explains what is wrong.
+    """
+    if isinstance(payload, dict):
+        url = payload.get("url") or ""
+        if not payload.get("path") and url.startswith("data:"):
+            data = io.BytesIO(base64.b64decode(url.split(",", 1)[1]))
+            data.name = "webcam image"
+            return read_photo(data)
+        payload = payload.get("path")
+    return read_photo(payload)
+
+
+# ----------------------------------------------------------------------------------------------- drawing
+def _font(size: int) -> PIL.ImageFont.ImageFont:
+    return PIL.ImageFont.load_default(size=size)
+
+
+def draw_faces(image: PIL.Image.Image, faces: list[dict]) -> PIL.Image.Image:
+    """A copy of `image` with each face's box and "n. label score" drawn on it."""
+    annotated = image.copy()
+    draw = PIL.ImageDraw.Draw(annotated)
+    short_side = min(image.size)
+    width = max(2, round(short_side / 200))
+    for number, face in enumerate(faces, start=1):
+        box = face["box"]
+        # The caption is about as wide as its box, readable for small faces, never larger than a line of the image.
+        font = _font(int(np.clip((box["xmax"] - box["xmin"]) / 7, 12, max(12, short_side / 20))))
+        colour = PALETTE[(number - 1) % len(PALETTE)]
+        corners = (box["xmin"], box["ymin"], box["xmax"], box["ymax"])
+        draw.rectangle(corners, outline=colour, width=width)
+        text = f"{number}. {face['label']} {face['score']:.0%}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        text_height = bottom - top + 2 * width
+        y = box["ymin"] - text_height if box["ymin"] >= text_height else box["ymax"]
+        draw.rectangle((box["xmin"], y, box["xmin"] + right - left + 2 * width, y + text_height), fill=colour)
+        draw.text((box["xmin"] + width, y + width - top), text, fill="white", font=font)
+    return annotated
+
+
+# ----------------------------------------------------------------------------------------------- streaming
+def box_iou(a: dict, b: dict) -> float:
+    """Intersection over union of two {xmin, ymin, xmax, ymax} boxes."""
+    width = min(a["xmax"], b["xmax"]) - max(a["xmin"], b["xmin"])
+    height = min(a["ymax"], b["ymax"]) - max(a["ymin"], b["ymin"])
+    inter = max(width, 0) * max(height, 0)
+    area = lambda box: (box["xmax"] - box["xmin"]) * (box["ymax"] - box["ymin"])  # noqa: E731
+    union = area(a) + area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FaceTracker:
+    """Per-face exponential moving average of the predicted distribution across video frames.
+
+    Faces are matched to tracks greedily by box overlap (IoU); a track unseen for `max_missed` frames is dropped.
+    `alpha` is the weight of the newest frame: 1 shows the raw prediction, smaller values steady the label.
+    """
+
+    def __init__(self, alpha: float = 0.3, iou_threshold: float = 0.3, max_missed: int = 5):
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}.")
+        self.alpha, self.iou_threshold, self.max_missed = alpha, iou_threshold, max_missed
+        self.tracks: list[dict] = []
+        self.next_id = 1
+
+    def update(self, faces: list[dict]) -> list[dict]:
+        """Smooth this frame's faces; returns them with smoothed `scores`, `label`, `score` and a `track` id."""
+        pairs = sorted(
+            ((box_iou(t["box"], f["box"]), ti, fi) for ti, t in enumerate(self.tracks) for fi, f in enumerate(faces)),
+            reverse=True,
+        )
+        matched_tracks, matched_faces = {}, {}
+        for iou, ti, fi in pairs:
+            if iou < self.iou_threshold:
+                break
+            if ti not in matched_tracks and fi not in matched_faces:
+                matched_tracks[ti], matched_faces[fi] = fi, ti
+        for ti, track in enumerate(self.tracks):
+            track["missed"] = 0 if ti in matched_tracks else track["missed"] + 1
+        smoothed = []
+        for fi, face in enumerate(faces):
+            if fi in matched_faces:
+                track = self.tracks[matched_faces[fi]]
+                track["scores"] = {
+                    k: self.alpha * p + (1 - self.alpha) * track["scores"].get(k, p) for k, p in face["scores"].items()
+                }
+                track["box"] = face["box"]
+            else:
+                track = {"id": self.next_id, "box": face["box"], "scores": dict(face["scores"]), "missed": 0}
+                self.next_id += 1
+                self.tracks.append(track)
+            label = max(track["scores"], key=track["scores"].get)
+            smoothed.append(
+                {**face, "scores": dict(track["scores"]), "label": label, "score": track["scores"][label],
+                 "track": track["id"]}
+            )
+        self.tracks = [t for t in self.tracks if t["missed"] <= self.max_missed]
+        return smoothed
+
+
+# ----------------------------------------------------------------------------------------------- the app
+class EmotionApp:
+    """The event functions of the Space around one loaded model."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+        # Events run in worker threads; OpenCV's cascade detector is not documented as thread-safe, and on a CPU
+        # two concurrent forwards are no faster than two in turn.
+        self._lock = threading.Lock()
+
+    def analyse(self, image: PIL.Image.Image) -> dict:
+        """Run the face pipeline on one RGB image; one result dict {status, faces, message}."""
+        with self._lock:
+            result = self.loaded.pipeline(image)
+        return result[0] if isinstance(result, list) else result
+
+    # ------------------------------------------------------------------ photo tab
+    def predict(self, photo: dict | str | None):
+        """Photo tab: annotated image, status text, one probability block per face (up to 4), every face as JSON.
+
+        `photo` is the raw image payload (the event runs with `preprocess=False`) or a file path.
+        """
+        hidden = [gr.Label(value=None, visible=False) for _ in range(MAX_FACES_SHOWN)]
+        if photo is None:
+            return None, "Upload a photo, take one with the webcam, or pick an example below.", *hidden, None
+        try:
+            image, notes = payload_photo(photo)
+        except UploadError as error:
+            gr.Warning(str(error))
+            return None, f"**Could not use this upload.** {error}", *hidden, {"status": "error", "message": str(error)}
+        try:
+            result = self.analyse(image)
+        except Exception as error:  # the server keeps serving; the user gets the reason
+            LOGGER.exception("Analysis failed")
+            message = f"The analysis failed: {error}"
+            gr.Warning(message)
+            return image, f"**Error.** {message}", *hidden, {"status": "error", "message": message}
+        faces = result.get("faces", [])
+        labels = list(hidden)
+        for i, face in enumerate(faces[:MAX_FACES_SHOWN]):
+            labels[i] = gr.Label(
+                value=face["scores"], visible=True, label=f"Face {i + 1}: {face['label']} ({face['score']:.0%})"
+            )
+        status = self._photo_status(result, faces, notes)
+        if result.get("status") == "no_face":
+            gr.Warning("No face found in this image.")
+        return draw_faces(image, faces), status, *labels, result
+
+    @staticmethod
+    def _photo_status(result: dict, faces: list[dict], notes: list[str]) -> str:
+        if result.get("status") == "error":
+            text = f"**Error.** {result.get('message') or 'the pipeline reported an error.'}"
+        elif not faces:
+            text = "**No face found.** Try a sharper, frontal photo where the face is at least ~40 pixels wide."
+        else:
+            summary = ", ".join(f"{i}. {f['label']} ({f['score']:.0%})" for i, f in enumerate(faces, start=1))
+            text = f"**{len(faces)} face{'s' if len(faces) != 1 else ''} found:** {summary}"
+            if len(faces) > MAX_FACES_SHOWN:
+                text += f". Bars for the first {MAX_FACES_SHOWN}; all faces are in the JSON below."
+        if notes:
+            text += "\n\n_Note: " + "; ".join(notes) + "._"
+        return text
+
+    # ------------------------------------------------------------------ webcam stream
+    def stream(self, frame: np.ndarray | None, alpha: float, tracker: FaceTracker | None, fps: float | None):
+        """Webcam stream: one frame in, the annotated frame with smoothed labels out, and the measured frame rate."""
+        if frame is None:
+            return None, tracker, fps, "Waiting for the webcam..."
+        tracker = tracker or FaceTracker(alpha=alpha)
+        tracker.alpha = float(alpha)
+        start = time.perf_counter()
+        image = PIL.Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB")
+        if max(image.size) > 640:
+            image.thumbnail((640, 640), PIL.Image.BILINEAR)
+        result = self.analyse(image)
+        faces = tracker.update(result.get("faces", []))
+        annotated = draw_faces(image, faces)
+        elapsed = time.perf_counter() - start
+        # Smoothed like the labels, so the number is readable while frames arrive.
+        fps = 1.0 / elapsed if fps is None else 0.8 * fps + 0.2 / elapsed
+        text = (
+            f"Processing speed: **{fps:.1f} frames/s** ({1000 * elapsed:.0f} ms for the last frame: face detection, "
+            f"model, drawing) on this machine's CPU; {len(faces)} face(s) tracked."
+        )
+        return annotated, tracker, fps, text
+
+    # ------------------------------------------------------------------ explanation
+    def explain(self, photo: dict | str | None, face_number: float | None, method: str):
+        """Explain tab: heatmap over the chosen face crop, nearest anchors table, a text summary."""
+        empty_table = [[None, None, None, None]]
+        if photo is None:
+            return None, empty_table, "Upload a photo to see where the model looked."
+        if method not in METHODS:
+            return None, empty_table, f"**Unknown method {method!r}:** choose one of {', '.join(METHODS)}."
+        try:
+            image, _ = payload_photo(photo)
+        except UploadError as error:
+            gr.Warning(str(error))
+            return None, empty_table, f"**Could not use this upload.** {error}"
+        detector = self.loaded.pipeline.face_detector
+        with self._lock:
+            # The pipeline lists faces in its detector's order; the FaceBox (unlike the box dict of the results)
+            # keeps the eye positions, so the crop is the aligned one the pipeline classified.
+            boxes = detector.detect(image)
+        if not boxes:
+            return None, empty_table, "**No face found**, so there is nothing to explain."
+        number = int(face_number or 1)
+        if not 1 <= number <= len(boxes):
+            return None, empty_table, f"**Face {number} does not exist:** this photo has {len(boxes)} face(s)."
+        face = detector.crop(image, boxes[number - 1])
+        with self._lock:
+            explanation = explain_face(self.loaded.model, self.loaded.processor, face, method=method)
+        table = [[rank, a.label, a.anchor, round(a.distance, 4)] for rank, a in enumerate(explanation.anchors, 1)]
+        how = (
+            "class-token attention of the last fusion-ViT layer (averaged over heads and the three scales)"
+            if method == "attention"
+            else "Grad-CAM of the predicted class on the trunk's three cross-attention maps"
+        )
+        nearest = explanation.anchors[0]
+        text = (
+            f"Face {number}: **{explanation.label}** ({explanation.scores[explanation.label]:.0%}). Heatmap: {how}; "
+            f"bright = looked at. Nearest anchor: **{nearest.label}** #{nearest.anchor} at distance {nearest.distance:.3f}."
+        )
+        return explanation.overlay, table, text
+
+
+def header_markdown(loaded: LoadedModel) -> str:
+    text = (
+        "# EmotionNet: facial expressions with GReFEL\n"
+        "Every face in the image is found, cropped and classified into "
+        f"{loaded.model.config.num_labels} expressions.\n\n"
+        f"**Model:** `{loaded.source}` &nbsp; **Training data:** {loaded.training_data}"
+    )
+    if not loaded.trained:
+        text = (
+            "## ⚠️ UNTRAINED MODEL: predictions are random\n"
+            f"{loaded.problem}\n\n" + text
+        )
+    return text
+
+
+def build_demo(loaded: LoadedModel) -> gr.Blocks:
+    """The Blocks app around one loaded model."""
+    app = EmotionApp(loaded)
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg")) if EXAMPLES_DIR.is_dir() else []
+    with gr.Blocks(title="EmotionNet (GReFEL)") as demo:
+        gr.Markdown(header_markdown(loaded), elem_id="header")
+        with gr.Tabs():
+            with gr.Tab("Photo", id="photo"):
+                with gr.Row():
+                    photo = gr.Image(
+                        type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label="Photo",
+                        elem_id="photo-input",
+                    )
+                    annotated = gr.Image(type="pil", label="Faces found", interactive=False, elem_id="annotated")
+                status = gr.Markdown(elem_id="photo-status")
+                with gr.Row():
+                    bars = [
+                        gr.Label(num_top_classes=len(app.labels), visible=False, elem_id=f"face-{i + 1}")
+                        for i in range(MAX_FACES_SHOWN)
+                    ]
+                with gr.Accordion("All faces (JSON, as the API returns them)", open=False):
+                    faces_json = gr.JSON(label="faces")
+                if examples:
+                    gr.Examples(examples, inputs=photo, label="Examples (public-domain / CC0 photos)")
+                # preprocess=False: unreadable uploads reach `payload_photo`, which says what is wrong with them.
+                photo.change(
+                    app.predict, photo, [annotated, status, *bars, faces_json], api_name="predict", preprocess=False
+                )
+            with gr.Tab("Webcam stream", id="stream"):
+                gr.Markdown(
+                    "Live labels from your webcam. Each face's probabilities are an exponential moving average over "
+                    "frames (faces are followed by box overlap), so the label does not flicker."
+                )
+                with gr.Row():
+                    camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+                    live = gr.Image(type="pil", label="Live labels", interactive=False, elem_id="live-labels")
+                alpha = gr.Slider(0.05, 1.0, value=0.3, step=0.05, label="Weight of the newest frame (1 = no smoothing)")
+                speed = gr.Markdown("The processing rate is measured on every frame and shown here.", elem_id="stream-speed")
+                tracker, fps = gr.State(None), gr.State(None)
+                camera.stream(
+                    app.stream, [camera, alpha, tracker, fps], [live, tracker, fps, speed],
+                    stream_every=0.1, time_limit=300, api_name="stream",
+                )
+            with gr.Tab("Explain", id="explain"):
+                gr.Markdown(
+                    "Where the model looked on one face, and which class anchors its embedding is nearest: GReFEL "
+                    "keeps several learned anchors per expression and corrects its prediction by these distances."
+                )
+                with gr.Row():
+                    explain_photo = gr.Image(
+                        type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Photo",
+                        elem_id="explain-input",
+                    )
+                    overlay = gr.Image(type="pil", label="Heatmap on the face crop", interactive=False)
+                with gr.Row():
+                    face_number = gr.Number(value=1, precision=0, minimum=1, label="Face number")
+                    method = gr.Radio(list(METHODS), value="attention", label="Method")
+                    run = gr.Button("Explain", variant="primary")
+                explanation = gr.Markdown()
+                anchors = gr.Dataframe(
+                    headers=["rank", "class", "anchor", "distance"], label="Nearest class anchors", interactive=False
+                )
+                if examples:
+                    gr.Examples(examples, inputs=explain_photo)
+                inputs, outputs = [explain_photo, face_number, method], [overlay, anchors, explanation]
+                run.click(app.explain, inputs, outputs, api_name="explain", preprocess=False)
+                explain_photo.change(app.explain, inputs, outputs, api_visibility="private", preprocess=False)
+    return demo
+
+
+def server_port() -> int:
+    return int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    loaded = load_model()
+    if not loaded.trained:
+        LOGGER.warning("UNTRAINED MODEL: %s", loaded.problem)
+    LOGGER.info("Model: %s; training data: %s", loaded.source, loaded.training_data)
+    demo = build_demo(loaded)
+    demo.queue(default_concurrency_limit=2).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=server_port(),
+        max_file_size=MAX_FILE_SIZE,
+        ssr_mode=False,
+        show_error=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "EmotionApp",
+    "FaceTracker",
+    "LoadedModel",
+    "UploadError",
+    "box_iou",
+    "build_demo",
+    "describe_training_data",
+    "draw_faces",
+    "header_markdown",
+    "load_model",
+    "payload_photo",
+    "read_photo",
+    "server_port",
+]
