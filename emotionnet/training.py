@@ -19,8 +19,8 @@ from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELIm
 RECIPES: dict[str, dict] = {
     # The embedded default: the tiny network on generated synthetic faces, a few minutes on two CPU cores.
     "synthetic": dict(
-        dataset="synthetic", model_config="tiny", batch_size=32, lr=1e-3, weight_decay=1e-4, num_epochs=20,
-        scheduler="cosine", warmup_steps=50, class_balanced=False, samples_per_class=None, smoothing=0.11,
+        dataset="synthetic", model_config="tiny", batch_size=32, lr=1e-3, weight_decay=1e-4, num_epochs=40,
+        scheduler="cosine", warmup_steps=100, class_balanced=False, samples_per_class=None, smoothing=0.11,
         augment="mild",
     ),
     "ferplus": dict(

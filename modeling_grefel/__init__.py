@@ -1,9 +1,9 @@
 """GReFEL for `transformers`. This folder is the code the Hub copies next to a model's config.json."""
 
 from .configuration_grefel import EXPRESSIONS, EXPRESSIONS_7, GReFELConfig, expression_id2label
+from .face_detection_grefel import FaceBox, FaceDetector
 from .image_processing_grefel import GReFELImageProcessor
 from .loss_grefel import GReFELLoss
-from .face_detection_grefel import FaceBox, FaceDetector
 from .modeling_grefel import (
     GReFELForImageClassification,
     GReFELImageClassifierOutput,

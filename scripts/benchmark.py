@@ -98,10 +98,10 @@ def train_throughput(preset: str, batch_size: int, device: str, steps: int, warm
 
 
 def latency_section(device: str, repeats: int) -> dict:
-    from modeling_grefel.pipeline_grefel import FacialExpressionPipeline
     from PIL import Image
 
     from modeling_grefel import GReFELImageProcessor
+    from modeling_grefel.pipeline_grefel import FacialExpressionPipeline
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from face_images import one_face_photo  # the public-domain astronaut photo, built offline

@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
 
 from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
-
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
 from emotionnet.training import EvalCollator, write_json_atomic  # noqa: E402
 

@@ -37,9 +37,8 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 from emotionnet.augment import BatchAugment  # noqa: E402
 from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
-from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
-
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
+from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
 from emotionnet.training import (  # noqa: E402
     AUGMENTATIONS,
     RECIPES,
@@ -91,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default=None, help="Default: outputs/<recipe>-default or outputs/<dataset>.")
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping; 0 turns it off.")
     parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
                         help="Overrides accelerate's config.")
     parser.add_argument("--cpu", action="store_true", help="Force the CPU (also for DDP across CPU processes).")
@@ -247,6 +247,8 @@ def main(argv=None) -> dict:
                 unwrapped.set_trust(completed_steps, total_steps)
                 outputs = model(pixel_values=augment(images), labels=labels)
                 accelerator.backward(outputs.loss)
+                if args.max_grad_norm > 0 and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
@@ -278,7 +280,7 @@ def main(argv=None) -> dict:
         state["history"].append({"epoch": epoch + 1, "step": completed_steps, "eval_loss": metrics.get("eval_loss"),
                                  "eval_accuracy": metrics["eval_accuracy"],
                                  "eval_corrected_accuracy": metrics["eval_corrected_accuracy"]})
-        accelerator.print(f"epoch {epoch + 1}: accuracy {metrics['eval_accuracy']:.4f}, corrected "
+        accelerator.print(f"epoch {epoch + 1}: train classification loss {outputs.classification_loss.item():.3f}, accuracy {metrics['eval_accuracy']:.4f}, corrected "
                           f"{metrics['eval_corrected_accuracy']:.4f}, macro-F1 {metrics['eval_macro_f1']:.4f}")
         if args.report_to != "none":
             accelerator.log({f"eval/{k[5:]}": v for k, v in metrics.items() if isinstance(v, (int, float))},
