@@ -18,10 +18,13 @@ from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELIm
 # The seed's recipes (GREFEL_SPEC.md, "Recipes"). Flags given on the command line override them.
 RECIPES: dict[str, dict] = {
     # The embedded default: the tiny network on generated synthetic faces, a few minutes on two CPU cores.
+    # Measured (closing note of session 2): without warm-up, or with the geometric 'mild' augmentation, the tiny
+    # network stays at chance here; with warm-up, lr 5e-4 and 'light' augmentation seeds 0, 1 and 7 learn and seed 42
+    # stalls at chance, so learning still depends on the seed.
     "synthetic": dict(
-        dataset="synthetic", model_config="tiny", batch_size=32, lr=1e-3, weight_decay=1e-4, num_epochs=40,
+        dataset="synthetic", model_config="tiny", batch_size=32, lr=5e-4, weight_decay=1e-4, num_epochs=20,
         scheduler="cosine", warmup_steps=100, class_balanced=False, samples_per_class=None, smoothing=0.11,
-        augment="mild",
+        augment="light",
     ),
     "ferplus": dict(
         dataset="ferplus", model_config="paper", batch_size=32, lr=1e-4, weight_decay=0.01, num_epochs=100,
@@ -40,11 +43,12 @@ RECIPES: dict[str, dict] = {
     ),
 }
 SCHEDULERS = ("constant", "exponential", "cosine")
-# Magnitudes of BatchAugment: the seed's recipe, a milder one for the small synthetic set (its faces already vary in
-# pose), or none (plain resize).
+# Magnitudes of BatchAugment: the seed's recipe, a milder one, a light one (random crop, flip and a little colour
+# jitter: the synthetic faces already vary in pose and lighting), or none (plain resize).
 AUGMENTATIONS = {
     "seed": dict(rotation=30.0, shear=15.0, perspective=0.3, jitter=0.4, hflip=0.5),
     "mild": dict(rotation=10.0, shear=5.0, perspective=0.1, jitter=0.2, hflip=0.5),
+    "light": dict(rotation=0.0, shear=0.0, perspective=0.0, jitter=0.1, hflip=0.5),
     "none": dict(enabled=False),
 }
 CHECKPOINT_PATTERN = re.compile(r"^(step|epoch)_(\d+)$")

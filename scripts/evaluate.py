@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--max_samples", type=int, default=None)
     parser.add_argument("--output_dir", default=None, help="Default: <model folder>/eval_<dataset>_<split>.")
-    parser.add_argument("--seed", type=int, default=42, help="Seed of generated splits (synthetic, carved validation).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of generated splits (synthetic, carved validation); as in training.")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}.")

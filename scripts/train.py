@@ -85,8 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--class_balanced", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--samples_per_class", type=int, default=None)
     parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default=None,
-                        help="'seed' (the paper recipe), 'mild', or 'none' (plain resize).")
-    parser.add_argument("--seed", type=int, default=42)
+                        help="'seed' (the paper recipe), 'mild', 'light' (crop, flip, jitter) or 'none' (plain resize).")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Seeds the weights, data order and augmentation (the synthetic default stalls with 42).")
     parser.add_argument("--output_dir", default=None, help="Default: outputs/<recipe>-default or outputs/<dataset>.")
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
