@@ -43,6 +43,8 @@ RECIPES: dict[str, dict] = {
     ),
 }
 SCHEDULERS = ("constant", "exponential", "cosine")
+# Default seed of training and evaluation alike, so evaluate.py regenerates the splits training used.
+DEFAULT_SEED = 0
 # Magnitudes of BatchAugment: the seed's recipe, a milder one, a light one (random crop, flip and a little colour
 # jitter: the synthetic faces already vary in pose and lighting), or none (plain resize).
 AUGMENTATIONS = {
@@ -216,6 +218,7 @@ def step_seed(seed: int, micro_step: int, process_index: int) -> int:
 
 
 __all__ = [
+    "DEFAULT_SEED",
     "RECIPES",
     "AUGMENTATIONS",
     "SCHEDULERS",

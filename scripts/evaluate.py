@@ -26,7 +26,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
-from emotionnet.training import EvalCollator, write_json_atomic  # noqa: E402
+from emotionnet.training import DEFAULT_SEED, EvalCollator, write_json_atomic  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--max_samples", type=int, default=None)
     parser.add_argument("--output_dir", default=None, help="Default: <model folder>/eval_<dataset>_<split>.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of generated splits (synthetic, carved validation); as in training.")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="Seed of generated splits (synthetic, carved validation); as in training.")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}.")

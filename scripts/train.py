@@ -41,6 +41,7 @@ from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa:
 from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
 from emotionnet.training import (  # noqa: E402
     AUGMENTATIONS,
+    DEFAULT_SEED,
     RECIPES,
     SCHEDULERS,
     EvalCollator,
@@ -86,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--samples_per_class", type=int, default=None)
     parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default=None,
                         help="'seed' (the paper recipe), 'mild', 'light' (crop, flip, jitter) or 'none' (plain resize).")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="Seeds the weights, data order and augmentation (the synthetic default stalls with 42).")
     parser.add_argument("--output_dir", default=None, help="Default: outputs/<recipe>-default or outputs/<dataset>.")
     parser.add_argument("--num_workers", type=int, default=2)

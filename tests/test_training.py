@@ -57,7 +57,7 @@ def test_default_synthetic_run_learns_well_above_chance(tmp_path):
     """Issue 3, point 7: the embedded default (tiny preset, synthetic recipe, default seed) run end to end.
 
     Chance is 1/8 = 0.125. Stated accuracy: at least 0.30 on the validation split, primary or corrected prediction
-    (measured 0.43 / 0.34 with one thread, see the closing note). The run is seeded, so on a given torch build it is
+    (measured 0.319 / 0.369 with two threads, as here). The run is seeded, so on a given torch build it is
     repeatable; seed 42 was measured to stall at chance, which is why the default seed is 0.
     """
     result = run(["--num_workers", "0", "--report_to", "none", "--checkpointing_steps", "none",
