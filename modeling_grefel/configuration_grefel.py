@@ -16,6 +16,7 @@ IR_STAGE_UNITS = {18: (2, 2, 2), 34: (3, 4, 6), 50: (3, 4, 14), 100: (3, 13, 30)
 TRUST_SCHEDULES = ("linear", "none", "full")
 INFERENCE_CORRECTIONS = ("primary", "geometric")
 INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area")
+EMBEDDING_POOLINGS = ("cls", "mean")
 
 
 def expression_id2label(num_labels: int) -> dict[int, str]:
@@ -93,6 +94,12 @@ class GReFELConfig(PretrainedConfig):
             Largest stochastic-depth rate of the fusion ViT (linearly increasing over its blocks).
         layer_norm_eps (`float`, *optional*, defaults to 1e-6):
             Epsilon of the fusion ViT's LayerNorms.
+        embedding_pooling (`str`, *optional*, defaults to `"cls"`):
+            How the fusion ViT's output becomes the embedding e (before the SE gate): `cls`, its class token, as in
+            POSTER++ (what converted POSTER++ weights expect), or `mean`, the mean of the other tokens. Trained from
+            scratch, the class token starts input-independent and learns far more slowly: on the synthetic default,
+            `mean` is what lets the tiny network match a plain CNN (benchmarks/learning.py; the global-average read-out
+            of Beyer et al. 2022, "Better plain ViT baselines for ImageNet-1k").
         head_hidden_sizes (`tuple[int, ...]`, *optional*, defaults to `(384, 192, 96)`):
             Hidden widths of the primary MLP head (Linear-BatchNorm-ReLU-Dropout each), as in ARBEx.
         head_dropout (`float`, *optional*, defaults to 0.5):
@@ -163,6 +170,7 @@ class GReFELConfig(PretrainedConfig):
         fusion_mlp_ratio: float = 4.0,
         fusion_drop_path_rate: float = 0.0,
         layer_norm_eps: float = 1e-6,
+        embedding_pooling: str = "cls",
         head_hidden_sizes=(384, 192, 96),
         head_dropout: float = 0.5,
         num_anchors: int = 10,
@@ -206,6 +214,7 @@ class GReFELConfig(PretrainedConfig):
         self.fusion_mlp_ratio = fusion_mlp_ratio
         self.fusion_drop_path_rate = fusion_drop_path_rate
         self.layer_norm_eps = layer_norm_eps
+        self.embedding_pooling = embedding_pooling
         self.head_hidden_sizes = list(head_hidden_sizes)
         self.head_dropout = head_dropout
         self.num_anchors = num_anchors
@@ -319,6 +328,10 @@ class GReFELConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+        if self.embedding_pooling not in EMBEDDING_POOLINGS:
+            raise ValueError(
+                f"embedding_pooling must be one of {EMBEDDING_POOLINGS}, got {self.embedding_pooling!r}."
+            )
         if self.trust_schedule not in TRUST_SCHEDULES:
             raise ValueError(f"trust_schedule must be one of {TRUST_SCHEDULES}, got {self.trust_schedule!r}.")
         if self.inference_correction not in INFERENCE_CORRECTIONS:
@@ -336,26 +349,31 @@ class GReFELConfig(PretrainedConfig):
 
     @classmethod
     def tiny(cls, **kwargs) -> GReFELConfig:
-        """A small network for tests and CPU runs (about 0.5M parameters, 64x64 input).
+        """A small network for tests and CPU runs (about 0.6M parameters, 64x64 input).
 
-        Same structure as the paper size, narrower and shallower; the first scale's 14x14 map is split into
-        four 7x7 windows so window partitioning is exercised.
+        Same structure as the paper size, narrower and shallower; the first scale's 16x16 map is split into four
+        8x8 windows so window partitioning is exercised. Trained from scratch (the synthetic default), three choices
+        differ from the paper size because they decide whether it learns at all (benchmarks/learning.py, README's
+        learning table): the backbones see the 64-px input as it is (no resize to 56), the embedding is the mean of
+        the fusion tokens (`embedding_pooling="mean"`), and the primary head is one linear layer (an MLP head with
+        BatchNorm stalled at chance at this width).
         """
         defaults = dict(
             image_size=64,
-            backbone_image_size=56,
+            backbone_image_size=64,
             backbone_interpolation="bilinear",
             ir_depth=18,
             hidden_sizes=(16, 32, 64),
             landmark_hidden_sizes=(16, 32, 64),
             landmark_num_blocks=(1, 1, 1),
             num_attention_heads=(1, 2, 4),
-            window_sizes=(7, 7, 4),
+            window_sizes=(8, 8, 4),
             drop_path_rates=(0.0, 0.05, 0.1),
             hidden_size=96,
             fusion_depth=1,
             fusion_num_heads=4,
-            head_hidden_sizes=(48, 24),
+            embedding_pooling="mean",
+            head_hidden_sizes=(),
             head_dropout=0.1,
             num_anchors=4,
         )

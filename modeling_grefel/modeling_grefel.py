@@ -245,6 +245,9 @@ class GReFELMobileFaceNet(nn.Module):
         self.conv_5 = GReFELResidual(c4, b5, groups=2 * c4)
         self.conv_6_sep = GReFELConvBlock(c4, c6)
         self.output_layer = GReFELLandmarkHead(c6, config.feature_map_sizes[2], config.num_landmark_outputs)
+        for block in self.modules():
+            if isinstance(block, GReFELConvBlock):  # read by GReFELPreTrainedModel._init_weights
+                block.conv.frozen_random_init = "relu" if block.prelu is not None else "linear"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tap1 = self.conv_3(self.conv_23(self.conv2_dw(self.conv1(x))))
@@ -377,6 +380,7 @@ class GReFELFusionViT(nn.Module):
         self.blocks = nn.ModuleList([GReFELFusionBlock(config, rate) for rate in rates])
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.se_block = GReFELSEGate(dim)
+        self.pooling = config.embedding_pooling
 
     def forward(self, tokens: torch.Tensor, hidden_states: list | None, attentions: list | None):
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
@@ -389,7 +393,8 @@ class GReFELFusionViT(nn.Module):
             if attentions is not None:
                 attentions.append(attn)
         x = self.norm(x)
-        return self.se_block(x[:, 0]), x
+        pooled = x[:, 1:].mean(dim=1) if self.pooling == "mean" else x[:, 0]  # (B, 1 + N, D) -> (B, D)
+        return self.se_block(pooled), x
 
 
 # ----------------------------------------------------------------------------------------------- pretrained base
@@ -422,14 +427,22 @@ class GReFELPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=std)
+        if isinstance(module, nn.Conv2d) and getattr(module, "frozen_random_init", None):
+            # The frozen landmark network always runs in eval mode, where its BatchNorms (mean 0, variance 1)
+            # normalise nothing: with random weights only a variance-preserving init (Kaiming fan-in, which counts a
+            # depth-wise filter's 9 inputs) keeps its taps at unit scale, instead of shrinking ~10x per block into
+            # input-independent queries.
+            init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity=module.frozen_random_init)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            # PyTorch's own default: uniform, scaled by 1 / sqrt(fan-in). At the paper's width (768) that is ViT's
+            # usual std 0.02; at the tiny preset's widths (16-96) a fixed 0.02 starved every attention and MLP branch
+            # and halved how far the synthetic default got in 300 steps (benchmarks/learning.py, README). Every
+            # trainable convolution feeds a normalisation, so its scale only sets the effective step size: Kaiming
+            # fan-out kernels, 2.4x larger, made the IR backbone learn several times slower.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
-            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                init.zeros_(module.bias)
+                bound = 1 / math.sqrt(module.weight[0].numel())
+                init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -438,7 +451,9 @@ class GReFELPreTrainedModel(PreTrainedModel):
                 init.ones_(module.running_var)
                 init.zeros_(module.num_batches_tracked)
         elif isinstance(module, nn.PReLU):
-            init.constant_(module.weight, 0.25)
+            # ReLU at the start. The IR residual stream has no activation of its own, so with PyTorch's 0.25 slope the
+            # backbone starts nearly linear, and its pooled features are little more than the image's mean colour.
+            init.zeros_(module.weight)
         elif isinstance(module, GReFELWindowCrossAttention):
             init.trunc_normal_(module.relative_position_bias_table, std=0.02)
         elif isinstance(module, GReFELCrossAttentionBlock):

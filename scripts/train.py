@@ -47,6 +47,7 @@ from emotionnet.training import (  # noqa: E402
     EvalCollator,
     TrainCollator,
     build_model,
+    build_optimizer,
     build_processor,
     lr_factor,
     resolve_checkpoint,
@@ -76,10 +77,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="'tiny', 'paper', or a model folder / Hub id to start from (e.g. converted weights).")
     parser.add_argument("--num_anchors", type=int, default=None)
     parser.add_argument("--smoothing", type=float, default=None, help="Label smoothing of L_cls.")
+    parser.add_argument("--trust_schedule", choices=("linear", "none", "full"), default=None,
+                        help="Trust t mixing the primary and corrected distributions in L_cls (config.trust_schedule).")
     parser.add_argument("--num_epochs", type=int, default=None)
     parser.add_argument("--batch_size", type=int, default=None, help="Per device.")
     parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--weight_decay", type=float, default=None, help="Adam's L2 weight decay (the seed's).")
+    parser.add_argument("--weight_decay", type=float, default=None, help="AdamW's decoupled weight decay, on weight matrices and kernels only.")
     parser.add_argument("--scheduler", choices=SCHEDULERS, default=None)
     parser.add_argument("--gamma", type=float, default=None, help="Exponential decay per epoch.")
     parser.add_argument("--warmup_steps", type=int, default=None)
@@ -165,7 +168,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--soft_labels: dataset {args.dataset} has no vote distributions (only FERPlus does).")
 
     # ---------------------------------------------------------------- model
-    model = build_model(args.model_config, len(label_names), num_anchors=args.num_anchors, smoothing=args.smoothing)
+    model = build_model(args.model_config, len(label_names), num_anchors=args.num_anchors, smoothing=args.smoothing,
+                        trust_schedule=args.trust_schedule)
     config = model.config
     processor = build_processor(config)
     augment = BatchAugment(
@@ -185,7 +189,7 @@ def main(argv=None) -> dict:
                              num_workers=args.num_workers)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)

@@ -31,7 +31,7 @@ def test_custom_label_set_is_kept():
 
 
 def test_round_trip(tmp_path):
-    config = GReFELConfig.tiny(num_labels=7, window_sizes=(2, 7, 2), anchor_margin=2.5)
+    config = GReFELConfig.tiny(num_labels=7, window_sizes=(2, 8, 2), anchor_margin=2.5)
     config.save_pretrained(tmp_path)
     again = GReFELConfig.from_pretrained(tmp_path)
     assert again.to_dict() == config.to_dict()
@@ -67,3 +67,9 @@ def test_invalid_arguments_are_named(kwargs, argument):
 def test_landmark_widths_free_without_landmark_backbone():
     config = GReFELConfig.tiny(use_landmark_backbone=False, landmark_hidden_sizes=(8, 8, 8))
     assert not config.use_landmark_backbone
+
+
+def test_embedding_pooling_is_validated():
+    with pytest.raises(ValueError, match="embedding_pooling"):
+        GReFELConfig.tiny(embedding_pooling="max")
+    assert GReFELConfig.paper().embedding_pooling == "cls"  # what converted POSTER++ weights expect

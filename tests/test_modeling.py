@@ -22,7 +22,7 @@ def pixels(config: GReFELConfig, batch: int = 4, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("num_labels", [2, 7, 8])
-@pytest.mark.parametrize("window_sizes", [(14, 7, 4), (7, 7, 2), (2, 1, 1)])
+@pytest.mark.parametrize("window_sizes", [(16, 8, 4), (8, 8, 2), (2, 1, 1)])
 def test_output_shapes(num_labels, window_sizes):
     kwargs = {"num_labels": num_labels} if num_labels in (7, 8) else {
         "id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
@@ -281,3 +281,39 @@ def test_paper_size_parameters_and_flops_match_poster_plus_plus():
     out = model(torch.randn(2, 3, 224, 224))
     assert out.logits.shape == (2, 7) and out.embeddings.shape == (2, 768)
     assert config.num_tokens == 147
+
+
+def test_mean_pooling_embeds_the_mean_of_the_fusion_tokens(tiny_model):
+    assert tiny_model.config.embedding_pooling == "mean"
+    with torch.no_grad():
+        out = tiny_model.grefel(pixels(tiny_model.config))
+        expected = tiny_model.grefel.fusion.se_block(out.last_hidden_state[:, 1:].mean(dim=1))
+    torch.testing.assert_close(out.embeddings, expected)
+
+
+def test_class_token_pooling_embeds_the_class_token():
+    config = GReFELConfig.tiny(embedding_pooling="cls")
+    model = GReFELForImageClassification(config).eval()
+    with torch.no_grad():
+        out = model.grefel(pixels(config))
+        expected = model.grefel.fusion.se_block(out.last_hidden_state[:, 0])
+    torch.testing.assert_close(out.embeddings, expected)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_random_frozen_landmark_taps_keep_their_scale(preset):
+    """Without pretrained weights the frozen MobileFaceNet must still give input-dependent queries, not ~0."""
+    config = getattr(GReFELConfig, preset)()
+    torch.manual_seed(0)
+    model = GReFELModel(config).eval()
+    x = torch.nn.functional.interpolate(pixels(config), size=config.backbone_image_size)
+    with torch.no_grad():
+        taps = model.landmark_features(x)
+    for tap in taps:
+        assert 0.1 < tap.std().item() < 100, [t.std().item() for t in taps]
+
+
+def test_prelu_starts_as_relu(tiny_model):
+    fresh = GReFELForImageClassification(tiny_model.config)
+    slopes = [m.weight for m in fresh.modules() if isinstance(m, torch.nn.PReLU)]
+    assert slopes and all(bool((s == 0).all()) for s in slopes)

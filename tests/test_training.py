@@ -138,3 +138,19 @@ def test_two_process_ddp_matches_the_single_process_run(single_run, tmp_path):
     assert abs(two["eval_accuracy"] - one["eval_accuracy"]) <= 0.15
     # Metrics are gathered over both processes without duplicates: all 128 validation images, counted once.
     assert two["eval_samples"] == 128
+
+
+def test_optimizer_decays_only_weight_matrices_and_kernels():
+    from emotionnet.training import build_model, build_optimizer
+
+    model = build_model("tiny", 8)
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.05)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    kept = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert "grefel_head.anchors" in kept and "grefel.fusion.pos_embed" in kept and "grefel.fusion.cls_token" in kept
+    assert all(model.get_parameter(n).ndim >= 2 for n in decayed)
+    assert any(n.endswith("norm1.weight") for n in kept) and any(n.endswith(".bias") for n in kept)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decayed | kept == trainable and not decayed & kept  # frozen landmark weights stay out

@@ -1,0 +1,229 @@
+"""Learning benchmark: does GReFEL learn as well as a plain CNN on the same images, seed after seed?
+
+    python benchmarks/learning.py                                   # 5 seeds x 3 rungs, ~1 h on 2 CPU cores
+    python benchmarks/learning.py --seeds 0 1 --rungs cnn grefel --output /tmp/learning.json
+
+Three rungs, all on the default synthetic split (`make_synthetic_faces(seed=0)`) with the `synthetic` recipe's step
+budget, batch, learning rate, warm-up, cosine schedule, AdamW and `light` augmentation, through `scripts/train.py`'s
+own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the model's processor for evaluation):
+
+- `cnn`: a plain CNN reference, 4 x (conv3x3-BN-ReLU x2, max-pool) with 32-64-128-128 channels, global average pool,
+  dropout 0.2, linear (0.58M parameters), cross-entropy with the recipe's label smoothing;
+- `trunk`: the GReFEL-tiny trunk (`GReFELModel`) with one linear layer on its embedding, the same cross-entropy;
+- `grefel`: full GReFEL-tiny trained by `scripts/train.py` itself (anchors, reliability balancing, GReFEL loss).
+
+Per seed it reports validation accuracy (primary and geometry-corrected for `grefel`), macro-F1, the lowest per-class
+recall, the first step at which validation accuracy reaches 0.5 (evaluated once an epoch) and the wall time; then
+the mean and minimum over seeds. Writes JSON (`--output`) and prints a Markdown table (README's learning table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(ROOT), str(ROOT / "scripts")] + [p for p in sys.path if p not in ("", str(ROOT / "benchmarks"))]
+
+from emotionnet.augment import BatchAugment  # noqa: E402
+from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
+from emotionnet.training import (  # noqa: E402
+    AUGMENTATIONS,
+    RECIPES,
+    EvalCollator,
+    TrainCollator,
+    build_optimizer,
+    build_processor,
+    lr_factor,
+)
+from modeling_grefel import GReFELConfig, GReFELModel  # noqa: E402
+
+RUNGS = ("cnn", "trunk", "grefel")
+
+
+class PlainCNN(nn.Module):
+    """The reference: four conv3x3-BN-ReLU pairs with max-pooling, global average pool, dropout, linear."""
+
+    def __init__(self, num_labels: int, widths=(32, 64, 128, 128)):
+        super().__init__()
+        layers, channels = [], 3
+        for width in widths:
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+                channels = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.2)
+        self.classifier = nn.Linear(channels, num_labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(pixel_values).mean(dim=(2, 3))))
+
+
+class TrunkClassifier(nn.Module):
+    """GReFEL's trunk with a linear layer on its embedding e: the network without the GReFEL head and loss."""
+
+    def __init__(self, config: GReFELConfig):
+        super().__init__()
+        self.trunk = GReFELModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.trunk(pixel_values).embeddings)
+
+
+def class_scores(predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
+    from sklearn.metrics import f1_score, recall_score
+
+    return {
+        "accuracy": float((predictions == labels).mean()),
+        "macro_f1": float(f1_score(labels, predictions, average="macro", labels=range(num_labels), zero_division=0)),
+        "min_recall": float(recall_score(labels, predictions, average=None, labels=range(num_labels),
+                                         zero_division=0).min()),
+    }
+
+
+def train_plain(rung: str, seed: int, recipe: dict) -> dict:
+    """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch."""
+    torch.manual_seed(seed)
+    data = with_raw_images(load_fer_dataset("synthetic", seed=0))
+    names = data["train"].features["label"].names
+    config = GReFELConfig.tiny(num_labels=len(names))
+    processor = build_processor(config)
+    model = PlainCNN(len(names)) if rung == "cnn" else TrunkClassifier(config)
+    augment = BatchAugment(image_size=config.image_size, mean=processor.image_mean, std=processor.image_std,
+                           **AUGMENTATIONS[recipe["augment"]])
+    loader = SafeImageLoader()
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(data["train"], batch_size=recipe["batch_size"], shuffle=True, drop_last=True,
+                              generator=generator, collate_fn=TrainCollator(loader, size=augment.input_size))
+    eval_loader = DataLoader(data["validation"], batch_size=64, collate_fn=EvalCollator(loader, processor))
+    optimizer = build_optimizer(model, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    steps_per_epoch, epochs = len(train_loader), recipe["num_epochs"]
+    total = steps_per_epoch * epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, scheduler=recipe["scheduler"], warmup_steps=recipe["warmup_steps"], steps_per_epoch=steps_per_epoch,
+        total_steps=total))
+    started, step, first_half, history = time.time(), 0, None, []
+    for epoch in range(epochs):
+        model.train()
+        augment.train()
+        for batch in train_loader:
+            logits = model(augment(batch["images"]))
+            loss = F.cross_entropy(logits, batch["labels"], label_smoothing=recipe["smoothing"])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+        model.eval()
+        predictions, labels = [], []
+        with torch.no_grad():
+            for batch in eval_loader:
+                predictions.append(model(batch["pixel_values"]).argmax(-1))
+                labels.append(batch["labels"])
+        scores = class_scores(torch.cat(predictions).numpy(), torch.cat(labels).numpy(), len(names))
+        history.append({"step": step, "accuracy": scores["accuracy"]})
+        if first_half is None and scores["accuracy"] >= 0.5:
+            first_half = step
+    return {"rung": rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half,
+            "time_s": round(time.time() - started, 1), "history": history}
+
+
+def train_grefel(seed: int, recipe: dict) -> dict:
+    """Run scripts/train.py's default recipe with `--seed`, then read what it wrote."""
+    import train as train_script
+
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.time()
+        train_script.main(["--seed", str(seed), "--output_dir", folder, "--num_workers", "0", "--report_to", "none",
+                           "--checkpointing_steps", "none", "--num_epochs", str(recipe["num_epochs"])])
+        elapsed = time.time() - started
+        results = json.loads((Path(folder) / "all_results.json").read_text())
+        history = json.loads((Path(folder) / "training_history.json").read_text())
+        matrix = np.asarray(json.loads((Path(folder) / "confusion_matrix.json").read_text())["matrix"], dtype=float)
+    recall = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+    first_half = next((h["step"] for h in history if h["eval_accuracy"] >= 0.5), None)
+    return {
+        "rung": "grefel", "seed": seed, "accuracy": results["eval_accuracy"],
+        "corrected_accuracy": results["eval_corrected_accuracy"], "macro_f1": results["eval_macro_f1"],
+        "min_recall": float(recall.min()), "steps": results["global_step"], "first_step_at_0.5": first_half,
+        "time_s": round(elapsed, 1), "train_runtime_s": results["train_runtime_s"],
+        "history": [{"step": h["step"], "accuracy": h["eval_accuracy"],
+                     "corrected_accuracy": h["eval_corrected_accuracy"]} for h in history],
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    summary = {}
+    for rung in RUNGS:
+        mine = [r for r in rows if r["rung"] == rung]
+        if not mine:
+            continue
+        entry = {"seeds": len(mine)}
+        for key in ("accuracy", "corrected_accuracy", "macro_f1", "min_recall", "time_s"):
+            values = [r[key] for r in mine if r.get(key) is not None]
+            if values:
+                entry[f"mean_{key}"], entry[f"min_{key}"] = float(np.mean(values)), float(np.min(values))
+        reached = [r["first_step_at_0.5"] for r in mine]
+        entry["first_step_at_0.5"] = reached
+        summary[rung] = entry
+    return summary
+
+
+def markdown(rows: list[dict], summary: dict) -> str:
+    def fmt(value):
+        return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+    lines = ["| rung | seed | val acc | corrected | macro-F1 | min class recall | step at 0.5 | time (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['rung']} | {r['seed']} | {fmt(r['accuracy'])} | {fmt(r.get('corrected_accuracy'))} | "
+                     f"{fmt(r['macro_f1'])} | {fmt(r['min_recall'])} | {fmt(r['first_step_at_0.5'])} | "
+                     f"{fmt(r['time_s'])} |")
+    for rung, s in summary.items():
+        lines.append(f"| **{rung} mean / min** | {s['seeds']} seeds | {fmt(s['mean_accuracy'])} / "
+                     f"{fmt(s['min_accuracy'])} | {fmt(s.get('mean_corrected_accuracy'))} / "
+                     f"{fmt(s.get('min_corrected_accuracy'))} | {fmt(s['mean_macro_f1'])} | "
+                     f"{fmt(s['min_min_recall'])} | | {fmt(s['mean_time_s'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--rungs", nargs="+", choices=RUNGS, default=list(RUNGS))
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "learning.json"))
+    parser.add_argument("--num_epochs", type=int, default=None, help="Default: the synthetic recipe's (a smoke test).")
+    args = parser.parse_args(argv)
+    recipe = dict(RECIPES["synthetic"])
+    recipe["num_epochs"] = args.num_epochs or recipe["num_epochs"]
+    rows = []
+    for rung in args.rungs:
+        for seed in args.seeds:
+            row = train_grefel(seed, recipe) if rung == "grefel" else train_plain(rung, seed, recipe)
+            print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+            rows.append(row)
+    summary = summarise(rows)
+    report = {"recipe": recipe, "torch_threads": torch.get_num_threads(), "rows": rows, "summary": summary,
+              "date": time.strftime("%Y-%m-%d")}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(rows, summary))
+    return report
+
+
+if __name__ == "__main__":
+    main()
