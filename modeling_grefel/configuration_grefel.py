@@ -101,7 +101,8 @@ class GReFELConfig(PretrainedConfig):
             `mean` is what lets the tiny network match a plain CNN (benchmarks/learning.py; the global-average read-out
             of Beyer et al. 2022, "Better plain ViT baselines for ImageNet-1k").
         head_hidden_sizes (`tuple[int, ...]`, *optional*, defaults to `(384, 192, 96)`):
-            Hidden widths of the primary MLP head (Linear-BatchNorm-ReLU-Dropout each), as in ARBEx.
+            Hidden widths of the primary MLP head (Linear-BatchNorm-ReLU-Dropout each), as in ARBEx; empty for a
+            single linear layer (the tiny preset: at its width the MLP head stalled at chance, benchmarks/learning.py).
         head_dropout (`float`, *optional*, defaults to 0.5):
             Dropout of the primary MLP head.
         num_anchors (`int`, *optional*, defaults to 10):
@@ -131,7 +132,8 @@ class GReFELConfig(PretrainedConfig):
             What the logits are outside training: `primary` (the MLP head alone, as ARBEx predicts) or
             `geometric` (the primary distribution balanced with the anchors' geometric distribution).
         initializer_range (`float`, *optional*, defaults to 0.02):
-            Standard deviation of the truncated-normal init of linear layers and embeddings.
+            Standard deviation of the truncated-normal init of the class token and the position embedding (linear
+            and convolution layers start from PyTorch's default, scaled by their fan-in).
 
     Example:
 

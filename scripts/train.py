@@ -91,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default=None,
                         help="'seed' (the paper recipe), 'mild', 'light' (crop, flip, jitter) or 'none' (plain resize).")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help="Seeds the weights, data order and augmentation (the synthetic default stalls with 42).")
+                        help="Seeds the weights, data order and augmentation.")
     parser.add_argument("--output_dir", default=None, help="Default: outputs/<recipe>-default or outputs/<dataset>.")
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)

@@ -53,19 +53,22 @@ def test_lr_schedule():
 
 
 @pytest.mark.slow
-def test_default_synthetic_run_learns_well_above_chance(tmp_path):
-    """Issue 3, point 7: the embedded default (tiny preset, synthetic recipe, default seed) run end to end.
+def test_default_synthetic_run_learns_every_class(tmp_path):
+    """The embedded default (tiny preset, synthetic recipe, default seed) run end to end, as `make demo` runs it.
 
-    Chance is 1/8 = 0.125. Stated accuracy: at least 0.30 on the validation split, primary or corrected prediction
-    (measured 0.319 / 0.369 with two threads, as here). The run is seeded, so on a given torch build it is
-    repeatable; seed 42 was measured to stall at chance, which is why the default seed is 0.
+    Chance is 1/8 = 0.125; before the learning fix this run ended at 0.32-0.36 with four classes never predicted.
+    Measured for seed 0 (benchmarks/learning.py): 0.869 primary / 0.866 corrected, lowest class recall 0.675. The
+    bounds leave room for thread-count differences in float reductions; benchmarks/learning.py covers 5 seeds.
     """
     result = run(["--num_workers", "0", "--report_to", "none", "--checkpointing_steps", "none",
                   "--output_dir", str(tmp_path)], timeout=900)
     results = results_of(tmp_path)
     assert results["epochs"] == 20 and results["train_samples_per_second"] > 0
-    best = max(results["eval_accuracy"], results["eval_corrected_accuracy"])
-    assert best >= 0.30, f"default run ended at {best:.3f} (chance 0.125)\n{result.stdout[-1500:]}"
+    tail = result.stdout[-1500:]
+    assert results["eval_accuracy"] >= 0.80, f"primary accuracy {results['eval_accuracy']:.3f}\n{tail}"
+    assert results["eval_corrected_accuracy"] >= 0.80, f"corrected {results['eval_corrected_accuracy']:.3f}\n{tail}"
+    recall = results["eval_per_class_recall"]
+    assert min(recall.values()) >= 0.5, recall
 
 
 def test_training_writes_a_complete_output_folder(single_run):
