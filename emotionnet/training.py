@@ -21,7 +21,7 @@ RECIPES: dict[str, dict] = {
     # plain-CNN reference of benchmarks/learning.py trains with the same lr, warm-up (5% of the steps) and schedule.
     # Trust 'none': the classification loss sees the primary distribution, while the anchors still learn through
     # the anchor and center losses and evaluation still reports the geometry-corrected prediction. With the paper's
-    # linear trust ramp, seed 0 reached 0.81 instead of 0.93 in the 800 steps (see README, "Learning").
+    # linear trust ramp, a single-seed check reached 0.81 instead of 0.93 in 800 steps.
     "synthetic": dict(
         dataset="synthetic", model_config="tiny", batch_size=32, lr=1e-3, weight_decay=1e-4, num_epochs=20,
         scheduler="cosine", warmup_steps=40, class_balanced=False, samples_per_class=None, smoothing=0.11,

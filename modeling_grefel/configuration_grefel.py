@@ -97,12 +97,12 @@ class GReFELConfig(PretrainedConfig):
         embedding_pooling (`str`, *optional*, defaults to `"cls"`):
             How the fusion ViT's output becomes the embedding e (before the SE gate): `cls`, its class token, as in
             POSTER++ (what converted POSTER++ weights expect), or `mean`, the mean of the other tokens. Trained from
-            scratch, the class token starts input-independent and learns far more slowly: on the synthetic default,
-            `mean` is what lets the tiny network match a plain CNN (benchmarks/learning.py; the global-average read-out
-            of Beyer et al. 2022, "Better plain ViT baselines for ImageNet-1k").
+            scratch, the class token starts input-independent and learns far more slowly: on the synthetic default the
+            tiny network's class-token read-out stalled at chance where `mean` learned (the global-average read-out of
+            Beyer et al. 2022, "Better plain ViT baselines for ImageNet-1k").
         head_hidden_sizes (`tuple[int, ...]`, *optional*, defaults to `(384, 192, 96)`):
             Hidden widths of the primary MLP head (Linear-BatchNorm-ReLU-Dropout each), as in ARBEx; empty for a
-            single linear layer (the tiny preset: at its width the MLP head stalled at chance, benchmarks/learning.py).
+            single linear layer (the tiny preset: at its width the MLP head stalled at chance on the synthetic default).
         head_dropout (`float`, *optional*, defaults to 0.5):
             Dropout of the primary MLP head.
         num_anchors (`int`, *optional*, defaults to 10):
@@ -355,8 +355,8 @@ class GReFELConfig(PretrainedConfig):
 
         Same structure as the paper size, narrower and shallower; the first scale's 16x16 map is split into four
         8x8 windows so window partitioning is exercised. Trained from scratch (the synthetic default), three choices
-        differ from the paper size because they decide whether it learns at all (benchmarks/learning.py, README's
-        learning table): the backbones see the 64-px input as it is (no resize to 56), the embedding is the mean of
+        differ from the paper size because they decided whether it learned at all on the synthetic default
+        (README, "Learning"): the backbones see the 64-px input as it is (no resize to 56), the embedding is the mean of
         the fusion tokens (`embedding_pooling="mean"`), and the primary head is one linear layer (an MLP head with
         BatchNorm stalled at chance at this width).
         """
