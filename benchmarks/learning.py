@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -116,7 +115,7 @@ def train_plain(rung: str, seed: int, recipe: dict) -> dict:
         step, scheduler=recipe["scheduler"], warmup_steps=recipe["warmup_steps"], steps_per_epoch=steps_per_epoch,
         total_steps=total))
     started, step, first_half, history = time.time(), 0, None, []
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         augment.train()
         for batch in train_loader:

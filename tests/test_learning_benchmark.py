@@ -1,0 +1,27 @@
+"""The learning benchmark runs end to end and reports every figure README's learning table needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_learning_benchmark_reports_each_rung(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    output = tmp_path / "learning.json"
+    learning.main(["--seeds", "0", "--rungs", "cnn", "grefel", "--num_epochs", "1", "--output", str(output)])
+    report = json.loads(output.read_text())
+    rows = {row["rung"]: row for row in report["rows"]}
+    assert set(rows) == {"cnn", "grefel"} and report["recipe"]["num_epochs"] == 1
+    for row in rows.values():
+        assert row["steps"] == 40 and len(row["history"]) == 1  # 1,280 images / batch 32, evaluated once an epoch
+        assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0
+    assert 0.0 <= rows["grefel"]["corrected_accuracy"] <= 1.0
+    assert report["summary"]["grefel"]["seeds"] == 1
