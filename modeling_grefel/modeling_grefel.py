@@ -495,9 +495,11 @@ class GReFELModel(GReFELPreTrainedModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        # A frozen landmark network keeps its BatchNorm statistics: it always runs in eval mode.
+        # A frozen landmark network keeps its BatchNorm statistics: it always runs in eval mode. Its parameters are
+        # frozen again here too: `from_pretrained` replaces them with fresh (trainable) tensors, then calls `eval()`.
         if self.face_landback is not None and self.config.freeze_landmark_backbone:
             self.face_landback.eval()
+            self.face_landback.requires_grad_(False)
         return self
 
     def landmark_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:

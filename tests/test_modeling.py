@@ -317,3 +317,11 @@ def test_prelu_starts_as_relu(tiny_model):
     fresh = GReFELForImageClassification(tiny_model.config)
     slopes = [m.weight for m in fresh.modules() if isinstance(m, torch.nn.PReLU)]
     assert slopes and all(bool((s == 0).all()) for s in slopes)
+
+
+def test_from_pretrained_keeps_the_landmark_backbone_frozen(tiny_model_dir):
+    model = GReFELForImageClassification.from_pretrained(tiny_model_dir)
+    landmark = list(model.grefel.face_landback.parameters())
+    assert landmark and not any(p.requires_grad for p in landmark)
+    trunk = GReFELModel.from_pretrained(tiny_model_dir)
+    assert not any(p.requires_grad for p in trunk.face_landback.parameters())
