@@ -106,11 +106,9 @@ def build_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float) -
     """
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (decay if parameter.ndim >= 2 and not name.endswith(("anchors", "cls_token", "pos_embed")) else no_decay).append(
-            parameter
-        )
+        if parameter.requires_grad:
+            is_kernel = parameter.ndim >= 2 and not name.endswith(("anchors", "cls_token", "pos_embed"))
+            (decay if is_kernel else no_decay).append(parameter)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr)
 

@@ -354,9 +354,8 @@ class GReFELConfig(PretrainedConfig):
         """A small network for tests and CPU runs (about 0.6M parameters, 64x64 input).
 
         Same structure as the paper size, narrower and shallower; the first scale's 16x16 map is split into four
-        8x8 windows so window partitioning is exercised. Trained from scratch (the synthetic default), three choices
-        differ from the paper size because they decided whether it learned at all on the synthetic default
-        (README, "Learning"): the backbones see the 64-px input as it is (no resize to 56), the embedding is the mean of
+        8x8 windows so window partitioning is exercised. Three choices differ from the paper size because they decided
+        whether it learned at all from scratch on the synthetic default (README, "Learning"): the backbones see the 64-px input as it is (no resize to 56), the embedding is the mean of
         the fusion tokens (`embedding_pooling="mean"`), and the primary head is one linear layer (an MLP head with
         BatchNorm stalled at chance at this width).
         """

@@ -247,7 +247,7 @@ class GReFELMobileFaceNet(nn.Module):
         self.output_layer = GReFELLandmarkHead(c6, config.feature_map_sizes[2], config.num_landmark_outputs)
         for block in self.modules():
             if isinstance(block, GReFELConvBlock):  # read by GReFELPreTrainedModel._init_weights
-                block.conv.frozen_random_init = "relu" if block.prelu is not None else "linear"
+                block.conv.variance_preserving_init = "relu" if block.prelu is not None else "linear"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tap1 = self.conv_3(self.conv_23(self.conv2_dw(self.conv1(x))))
@@ -427,12 +427,12 @@ class GReFELPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         std = self.config.initializer_range
-        if isinstance(module, nn.Conv2d) and getattr(module, "frozen_random_init", None):
+        if isinstance(module, nn.Conv2d) and getattr(module, "variance_preserving_init", None):
             # The frozen landmark network always runs in eval mode, where its BatchNorms (mean 0, variance 1)
             # normalise nothing: with random weights only a variance-preserving init (Kaiming fan-in, which counts a
             # depth-wise filter's 9 inputs) keeps its taps at unit scale, instead of shrinking ~10x per block into
             # input-independent queries.
-            init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity=module.frozen_random_init)
+            init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity=module.variance_preserving_init)
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
             # PyTorch's own default: uniform, scaled by 1 / sqrt(fan-in). At the paper's width (768) that is ViT's
             # usual std 0.02; at the tiny preset's widths (16-96) a fixed 0.02 starved every attention and MLP branch

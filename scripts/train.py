@@ -55,6 +55,7 @@ from emotionnet.training import (  # noqa: E402
     step_seed,
     write_json_atomic,
 )
+from modeling_grefel.configuration_grefel import TRUST_SCHEDULES  # noqa: E402
 
 logger = get_logger(__name__)
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "corrected_accuracy", "corrected_balanced_accuracy",
@@ -77,12 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="'tiny', 'paper', or a model folder / Hub id to start from (e.g. converted weights).")
     parser.add_argument("--num_anchors", type=int, default=None)
     parser.add_argument("--smoothing", type=float, default=None, help="Label smoothing of L_cls.")
-    parser.add_argument("--trust_schedule", choices=("linear", "none", "full"), default=None,
+    parser.add_argument("--trust_schedule", choices=TRUST_SCHEDULES, default=None,
                         help="Trust t mixing the primary and corrected distributions in L_cls (config.trust_schedule).")
     parser.add_argument("--num_epochs", type=int, default=None)
     parser.add_argument("--batch_size", type=int, default=None, help="Per device.")
     parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--weight_decay", type=float, default=None, help="AdamW's decoupled weight decay, on weight matrices and kernels only.")
+    parser.add_argument("--weight_decay", type=float, default=None,
+                        help="AdamW's decoupled weight decay, on weight matrices and kernels only.")
     parser.add_argument("--scheduler", choices=SCHEDULERS, default=None)
     parser.add_argument("--gamma", type=float, default=None, help="Exponential decay per epoch.")
     parser.add_argument("--warmup_steps", type=int, default=None)
