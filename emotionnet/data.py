@@ -1047,6 +1047,31 @@ def collate_images(
     return batch, torch.tensor(labels, dtype=torch.long), soft, skipped
 
 
+def describe_skipped(skipped: Sequence[tuple[str | int, str]], limit: int = 3, reasons: bool = True) -> str:
+    """``"2 images: a.jpg (OSError: ...), b.jpg (...)"``: the count, the first `limit` by name, then how many more."""
+    named = ", ".join(f"{key} ({reason})" if reasons else str(key) for key, reason in skipped[:limit])
+    more = f", and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"{len(skipped)} image{'s' if len(skipped) != 1 else ''}: {named}{more}"
+
+
+def require_readable_image(dataset: Sequence[dict[str, Any]], what: str, image_column: str = "image") -> None:
+    """Raise a `ValueError` unless some image of `dataset` (a `with_raw_images` split) decodes.
+
+    Stops at the first readable image, so a sound dataset costs one decode; only a dataset with nothing readable is
+    read to the end, to name what failed. Run before training, so such a set fails in seconds, not after an epoch.
+    """
+    loader = SafeImageLoader(image_column)
+    for example in dataset:
+        if loader(example) is not None:
+            return
+    if not loader.num_seen:
+        raise ValueError(f"{what} is empty; check the dataset and --max_train_samples / --max_eval_samples.")
+    raise ValueError(
+        f"{what}: none of its images can be read ({describe_skipped(loader.skipped)}); check that the files exist "
+        "and are images, or the --image_column."
+    )
+
+
 __all__ = [
     "NAMED_SOURCES",
     "DROP_CONTEMPT",
@@ -1063,6 +1088,7 @@ __all__ = [
     "SafeImageLoader",
     "canonical_expression",
     "collate_images",
+    "describe_skipped",
     "ferplus_votes_to_label",
     "load_fer2013",
     "load_fer_dataset",
@@ -1071,6 +1097,7 @@ __all__ = [
     "load_hub_dataset",
     "load_imagefolder",
     "load_rafdb",
+    "require_readable_image",
     "with_raw_images",
     "with_validation_split",
 ]

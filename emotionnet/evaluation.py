@@ -215,14 +215,17 @@ def evaluate_model(
         model: a `GReFELForImageClassification` (possibly wrapped by `accelerator.prepare`), or any module
             whose output has `primary_probs`, `corrected_probs` `(B, C)` and `loss`.
         dataloader: yields dicts with `"pixel_values"` `(B, 3, H, W)` and `"labels"`, either class ids
-            `(B,)` or probability distributions `(B, C)` (FERPlus votes; their argmax is the reference).
+            `(B,)` or probability distributions `(B, C)` (FERPlus votes; their argmax is the reference), and
+            optionally `"skipped"`, the `(image, reason)` pairs of the batch's unreadable images
+            (`emotionnet.training.EvalCollator`).
         accelerator: the run's `accelerate.Accelerator`, or None for a single process.
         label_names: the class names in class-id order; defaults to the model's `config.id2label`.
 
     Returns:
         The metrics of `compute_classification_metrics` for the primary prediction (prefix `"eval_"`) and
         for the geometry-corrected prediction (prefix `"eval_corrected_"`), plus `"eval_samples"` (the
-        number of samples evaluated) and `"eval_loss"` when the model returns a loss. `eval_loss` is the
+        number of samples scored), `"eval_skipped_images"` and `"eval_skipped"` (the unreadable images, as
+        `{"image", "reason"}` dicts, each once) and `"eval_loss"` when the model returns a loss. `eval_loss` is the
         mean of the batch losses weighted by batch size: the exact per-sample mean for a mean-reduced loss,
         except that under DDP the last, padded batch's loss also averages over its repeated samples.
     """
@@ -233,7 +236,7 @@ def evaluate_model(
 
     from tqdm.auto import tqdm
 
-    primary, corrected, labels, losses = [], [], [], []
+    primary, corrected, labels, losses, skipped = [], [], [], [], []
     was_training = model.training
     model.eval()
     try:
@@ -244,6 +247,7 @@ def evaluate_model(
                         f"evaluate_model: batch {step} must be a dict with 'pixel_values' and 'labels' but has "
                         f"keys {sorted(batch)}; give the dataloader a collate_fn that returns both."
                     )
+                skipped.extend(batch.get("skipped", ()))
                 pixel_values = batch["pixel_values"].to(device)
                 batch_labels = batch["labels"].to(device)
                 outputs = model(pixel_values=pixel_values, labels=batch_labels)
@@ -273,13 +277,27 @@ def evaluate_model(
     finally:
         model.train(was_training)
 
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        skipped = [entry for part in gather_object([skipped]) for entry in part]
+    # Each unreadable image once: the last batch of a DDP run repeats samples to fill every process.
+    skipped = list(dict.fromkeys((str(key), reason) for key, reason in skipped))
     if not labels:
         raise ValueError("evaluate_model: the dataloader yielded no batches; evaluate on at least one sample.")
     all_labels = torch.cat(labels)
+    if all_labels.shape[0] == 0 and skipped:
+        from .data import describe_skipped
+
+        raise ValueError(f"evaluate_model: no image could be read ({describe_skipped(skipped)}); nothing to score.")
     # Distribution labels (B, C) are scored against their most voted class.
     references = (all_labels.argmax(dim=-1) if all_labels.ndim == 2 else all_labels).long().numpy()
 
-    metrics: dict[str, Any] = {"eval_samples": int(references.shape[0])}
+    metrics: dict[str, Any] = {
+        "eval_samples": int(references.shape[0]),
+        "eval_skipped_images": len(skipped),
+        "eval_skipped": [{"image": key, "reason": reason} for key, reason in skipped],
+    }
     if losses:
         metrics["eval_loss"] = float(torch.cat(losses).mean())
     metrics.update(compute_classification_metrics(torch.cat(primary).numpy(), references, names, prefix="eval_"))

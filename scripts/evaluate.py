@@ -4,8 +4,8 @@
     python scripts/evaluate.py --model your-name/grefel-rafdb --dataset rafdb --data_dir data/RAF-DB/basic --split test
 
 Reports accuracy, balanced accuracy, macro-F1, per-class recall, ECE and the confusion matrix for the primary
-prediction and for the geometry-corrected one, and writes them to --output_dir (eval_results.json,
-confusion_matrix.png/json).
+prediction and for the geometry-corrected one, with how many images were scored and which could not be read, and
+writes them to --output_dir (eval_results.json, confusion_matrix.png/json, skipped_images.json).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # evaluate.py would shadow the `evaluate` library.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
 
-from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
+from emotionnet.data import SafeImageLoader, describe_skipped, load_fer_dataset, with_raw_images  # noqa: E402
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
 from emotionnet.training import DEFAULT_SEED, EvalCollator, write_json_atomic  # noqa: E402
 
@@ -70,7 +70,10 @@ def main(argv=None) -> dict:
     if args.max_samples:
         split = split.select(range(min(args.max_samples, len(split))))
     loader = DataLoader(split, batch_size=args.batch_size, collate_fn=EvalCollator(SafeImageLoader(), processor))
-    metrics = evaluate_model(model, loader, label_names=label_names)
+    try:
+        metrics = evaluate_model(model, loader, label_names=label_names)
+    except ValueError as err:  # nothing readable: the message names the files
+        raise SystemExit(f"--dataset {args.dataset} --split {args.split}: {err}") from None
 
     if args.output_dir:
         output_dir = Path(args.output_dir)
@@ -80,12 +83,19 @@ def main(argv=None) -> dict:
         output_dir = Path("outputs") / f"eval_{args.model.replace('/', '--')}_{Path(args.dataset).name}_{args.split}"
     matrix = metrics.pop("eval_confusion_matrix")
     metrics.pop("eval_corrected_confusion_matrix", None)
+    skipped = metrics.pop("eval_skipped")
     results = {"model": args.model, "dataset": args.dataset, "split": args.split, **metrics}
     write_json_atomic(output_dir / "eval_results.json", results)
     save_confusion_matrix(matrix, label_names, output_dir / "confusion_matrix.png", output_dir / "confusion_matrix.json",
                           title=f"{args.model} on {args.dataset} ({args.split})")
-    summary = {k: round(v, 4) for k, v in results.items() if isinstance(v, float)}
+    if skipped:
+        write_json_atomic(output_dir / "skipped_images.json", skipped)
+    summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items() if isinstance(v, int | float)}
     print(json.dumps(summary, indent=2))
+    print(f"Scored {metrics['eval_samples']} of {len(split)} {args.split} images.")
+    if skipped:
+        unreadable = describe_skipped([(entry["image"], entry["reason"]) for entry in skipped])
+        print(f"Skipped {unreadable}; all listed in {output_dir / 'skipped_images.json'}.")
     print(f"Wrote {output_dir / 'eval_results.json'} and the confusion matrix beside it.")
     return results
 

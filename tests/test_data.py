@@ -16,9 +16,11 @@ from emotionnet.data import (
     SafeImageLoader,
     canonical_expression,
     collate_images,
+    describe_skipped,
     ferplus_votes_to_label,
     load_fer_dataset,
     load_fer_dataset_with_report,
+    require_readable_image,
     with_raw_images,
     with_validation_split,
 )
@@ -484,3 +486,21 @@ def test_raw_images_let_the_loader_skip_a_truncated_file_in_a_dataset(tmp_path, 
     loader = SafeImageLoader()
     pixels, labels, _, skipped = collate_images([dataset[0], dataset[1]], loader, 8)
     assert labels.tolist() == [0] and len(skipped) == 1 and loader.num_seen == 2
+
+
+def test_describe_skipped_names_the_first_few_and_counts_the_rest():
+    skipped = [(f"{i}.png", "OSError: broken") for i in range(5)]
+    assert describe_skipped(skipped[:1]) == "1 image: 0.png (OSError: broken)"
+    assert describe_skipped(skipped, limit=2, reasons=False) == "5 images: 0.png, 1.png, and 3 more"
+
+
+def test_require_readable_image_stops_at_the_first_readable_one(bad_files):
+    good, truncated, not_image = bad_files
+    features = Features({"image": Image(), "label": ClassLabel(names=list(EXPRESSIONS))})
+    dataset = with_raw_images(Dataset.from_dict({"image": [str(truncated), str(good), str(not_image)],
+                                                 "label": [0, 1, 2]}, features))
+    require_readable_image(dataset, "the training set")
+    unreadable = dataset.select([0, 2])
+    with pytest.raises(ValueError, match=r"the training set: none of its images can be read \(2 images: ") as err:
+        require_readable_image(unreadable, "the training set")
+    assert str(truncated) in str(err.value) and str(not_image) in str(err.value)

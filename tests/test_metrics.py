@@ -292,6 +292,27 @@ def test_evaluate_model_with_an_accelerator_matches_the_plain_loop(fake_model):
     assert metrics == evaluate_model(fake_model, fake_loader(torch.tensor(REFERENCES)))
 
 
+def with_skipped(loader, skipped_per_batch: list[list[tuple[str, str]]]) -> list[dict]:
+    """The loader's batches, each carrying the unreadable images an EvalCollator would have reported."""
+    return [{**batch, "skipped": skipped} for batch, skipped in zip(loader, skipped_per_batch, strict=True)]
+
+
+def test_evaluate_model_reports_unreadable_images_once_beside_the_scored_count(fake_model):
+    batches = with_skipped(fake_loader(torch.tensor(REFERENCES)),
+                           [[("a.png", "OSError: broken")], [], [("b.png", "OSError: empty"), ("a.png", "OSError: broken")]])
+    metrics = evaluate_model(fake_model, batches)
+    assert metrics["eval_samples"] == 8 and metrics["eval_skipped_images"] == 2
+    assert metrics["eval_skipped"] == [{"image": "a.png", "reason": "OSError: broken"},
+                                       {"image": "b.png", "reason": "OSError: empty"}]
+
+
+def test_evaluate_model_with_no_readable_image_names_the_files(fake_model):
+    empty = {"pixel_values": torch.zeros(0, 3, 4, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    batches = [{**empty, "skipped": [("a.png", "OSError: broken"), ("b.png", "OSError: broken")]}]
+    with pytest.raises(ValueError, match=r"no image could be read \(2 images: a.png \(OSError: broken\), b.png"):
+        evaluate_model(fake_model, batches)
+
+
 def test_evaluate_model_runs_a_tiny_grefel(tiny_model):
     torch.manual_seed(0)
     size = tiny_model.config.image_size
