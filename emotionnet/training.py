@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import tempfile
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,11 @@ AUGMENTATIONS = {
     "none": dict(enabled=False),
 }
 CHECKPOINT_PATTERN = re.compile(r"^(step|epoch)_(\d+)$")
+TRAINER_STATE = "trainer_state.json"
+# Written last by a finished run (scripts/train.py): its presence marks the output folder as complete.
+RESULTS_FILE = "all_results.json"
+# Endings of the files in a checkpoint folder that hold pickles (accelerate's optimizer.bin, random_states_N.pkl, ...).
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
 
 
 def lr_factor(step: int, *, scheduler: str, warmup_steps: int, steps_per_epoch: int, total_steps: int,
@@ -149,25 +157,35 @@ class EvalCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         images, labels = [], []
+        before = len(self.loader.skipped)
         for example in examples:
             image = self.loader(example)
             if image is not None:
                 images.append(image)
                 labels.append(int(example["label"]))
+        # As in TrainCollator: the unreadable images travel with the batch, so evaluation can report them.
+        skipped = self.loader.skipped[before:]
         if not images:
             size = self.processor.size
             return {"pixel_values": torch.zeros(0, 3, size["height"], size["width"]),
-                    "labels": torch.zeros(0, dtype=torch.long)}
+                    "labels": torch.zeros(0, dtype=torch.long), "skipped": skipped}
         pixel_values = self.processor(images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": torch.tensor(labels, dtype=torch.long)}
+        return {"pixel_values": pixel_values, "labels": torch.tensor(labels, dtype=torch.long), "skipped": skipped}
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-def checkpoint_order(path: Path) -> tuple[int, int]:
-    """Sort key of `step_N` / `epoch_N` folders by the training step they hold (read from trainer_state.json)."""
-    state = path / "trainer_state.json"
-    step = json.loads(state.read_text())["completed_steps"] if state.exists() else -1
-    return step, path.stat().st_mtime_ns
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint file holds pickled Python objects, which resuming refuses to load."""
+
+
+def checkpoint_order(path: Path) -> tuple[int, int, int]:
+    """Sort key of `step_N` / `epoch_N` folders by the training step they hold (read from trainer_state.json).
+
+    At equal steps, the folder whose end-of-epoch work (evaluation, best model) is recorded as done comes last.
+    """
+    state_file = path / TRAINER_STATE
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    return state.get("completed_steps", -1), state.get("epoch", -1), path.stat().st_mtime_ns
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -189,7 +207,7 @@ def resolve_checkpoint(output_dir: Path, resume_from: str) -> Path:
             )
         return found[-1]
     path = Path(resume_from)
-    if not (path / "trainer_state.json").exists():
+    if not (path / TRAINER_STATE).exists():
         raise FileNotFoundError(
             f"--resume_from_checkpoint {path}: not a checkpoint folder (no trainer_state.json); pass a step_N or "
             "epoch_N folder written by this script, or 'latest'."
@@ -211,7 +229,7 @@ def save_checkpoint(accelerator, output_dir: Path, name: str, trainer_state: dic
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json_atomic(partial / "trainer_state.json", trainer_state)
+        write_json_atomic(partial / TRAINER_STATE, trainer_state)
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -220,6 +238,89 @@ def save_checkpoint(accelerator, output_dir: Path, name: str, trainer_state: dic
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def check_checkpoint_files(folder: Path) -> None:
+    """Refuse a checkpoint folder holding a pickle that needs anything beyond tensors, numbers and containers.
+
+    Every pickle file is read as `accelerator.load_state` reads it (accelerate's `load`: `torch.load(weights_only=True)`
+    plus the numpy types of its RNG states), so nothing in it runs; zip files are memory-mapped, so tensors are not
+    read twice. The scheduler and trainer state live in trainer_state.json and no custom object is registered, so
+    accelerate never reaches its full-pickle path (`load_custom_state`, `weights_only=False`).
+
+    Raises:
+        UnsafeCheckpointError: naming the file, what it needs, and what to do.
+    """
+    from accelerate.utils import load
+
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file() or path.suffix not in PICKLE_SUFFIXES:
+            continue
+        try:
+            with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+                warnings.simplefilter("ignore", UserWarning)
+                load(path, map_location="cpu", **({"mmap": True} if zipfile.is_zipfile(path) else {}))
+        except pickle.UnpicklingError as err:
+            # torch names the globals a weights-only load refused (as emotionnet/convert.py reports them).
+            found = re.findall(r"Unsupported global: GLOBAL (\S+)", str(err))
+            needs = f"it needs {', '.join(found)}" if found else "not just tensors and numbers"
+            raise UnsafeCheckpointError(
+                f"--resume_from_checkpoint: {path} holds pickled Python objects ({needs}), which this script never "
+                "writes into a checkpoint; resuming reads checkpoint files with torch.load(weights_only=True) only, "
+                "so nothing in them runs. Delete the file if you did not put it there, or resume from another "
+                "checkpoint."
+            ) from None
+        except Exception as err:  # torch raises RuntimeError/EOFError/... on files that are not pickles at all
+            raise UnsafeCheckpointError(
+                f"--resume_from_checkpoint: {path} is not a readable checkpoint file ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); resume from another checkpoint."
+            ) from None
+
+
+def load_checkpoint(accelerator, folder: Path, scheduler) -> dict:
+    """Check `folder` (`check_checkpoint_files`), load the model, optimizer and RNG states and `scheduler`.
+
+    Returns:
+        The trainer state saved by `save_checkpoint` (its `scheduler` entry already loaded into `scheduler`).
+    """
+    folder = Path(folder)
+    check_checkpoint_files(folder)
+    state = json.loads((folder / TRAINER_STATE).read_text())
+    if "scheduler" not in state:
+        raise UnsafeCheckpointError(
+            f"--resume_from_checkpoint: {folder} was written by an older scripts/train.py, which kept the scheduler "
+            "in a full pickle (custom_checkpoint_0.pkl) that this version does not load; start the run again, or "
+            f"fine-tune from its weights with --model_config {folder}."
+        )
+    accelerator.load_state(str(folder))
+    scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
+def save_pretrained_atomic(accelerator, model, processor, folder: Path) -> None:
+    """Save the unwrapped model and its processor to a temporary folder beside `folder`, then rename it into place.
+
+    A crash leaves either the previous folder or the new one, never a mix (resuming redoes the save).
+    """
+    folder = Path(folder)
+    partial = folder.with_name(f".{folder.name}.partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    save_pretrained(accelerator, model, processor, partial)
+    if accelerator.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+    accelerator.wait_for_everyone()
+
+
+def save_pretrained(accelerator, model, processor, folder: Path) -> None:
+    """The transformers folder of the unwrapped model (weights, config, remote code) plus the processor."""
+    accelerator.wait_for_everyone()
+    accelerator.unwrap_model(model).save_pretrained(
+        folder, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+    )
+    if accelerator.is_main_process:
+        processor.save_pretrained(folder)
 
 
 def write_json_atomic(path: Path, payload) -> None:
@@ -240,17 +341,23 @@ def step_seed(seed: int, micro_step: int, process_index: int) -> int:
 __all__ = [
     "DEFAULT_SEED",
     "RECIPES",
+    "RESULTS_FILE",
     "AUGMENTATIONS",
     "SCHEDULERS",
     "EvalCollator",
     "TrainCollator",
+    "UnsafeCheckpointError",
     "build_model",
     "build_optimizer",
     "build_processor",
+    "check_checkpoint_files",
     "list_checkpoints",
+    "load_checkpoint",
     "lr_factor",
     "resolve_checkpoint",
     "save_checkpoint",
+    "save_pretrained",
+    "save_pretrained_atomic",
     "step_seed",
     "write_json_atomic",
 ]

@@ -36,22 +36,33 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
 
 from emotionnet.augment import BatchAugment  # noqa: E402
-from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
+from emotionnet.data import (  # noqa: E402
+    SafeImageLoader,
+    describe_skipped,
+    load_fer_dataset,
+    require_readable_image,
+    with_raw_images,
+)
 from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
 from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
 from emotionnet.training import (  # noqa: E402
     AUGMENTATIONS,
     DEFAULT_SEED,
     RECIPES,
+    RESULTS_FILE,
     SCHEDULERS,
     EvalCollator,
     TrainCollator,
+    UnsafeCheckpointError,
     build_model,
     build_optimizer,
     build_processor,
+    load_checkpoint,
     lr_factor,
     resolve_checkpoint,
     save_checkpoint,
+    save_pretrained,
+    save_pretrained_atomic,
     step_seed,
     write_json_atomic,
 )
@@ -153,6 +164,19 @@ def main(argv=None) -> dict:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     set_seed(args.seed)
+    if args.resume_from_checkpoint and (output_dir / RESULTS_FILE).is_file():
+        # all_results.json is written last, once everything else is in place: the run is complete.
+        finished = json.loads((output_dir / RESULTS_FILE).read_text())
+        accelerator.print(
+            f"--resume_from_checkpoint: the run in {output_dir} is already finished ({finished.get('epochs')} epochs, "
+            f"{finished.get('global_step')} steps, see {RESULTS_FILE}); nothing to resume and nothing was changed. "
+            f"To train further, start a new run from its weights: --model_config {output_dir} --output_dir <new folder>."
+        )
+        return finished
+    if accelerator.is_main_process and (output_dir / RESULTS_FILE).is_file():
+        # A new run in this folder: until it finishes, the folder must not read as finished (resume checks this).
+        accelerator.print(f"{output_dir} held a finished run; its {RESULTS_FILE} is removed, the rest is overwritten.")
+        (output_dir / RESULTS_FILE).unlink()
 
     # ---------------------------------------------------------------- data
     with accelerator.main_process_first():
@@ -168,6 +192,12 @@ def main(argv=None) -> dict:
     label_names = train_set.features["label"].names
     if args.soft_labels and "soft_label" not in train_set.column_names:
         raise SystemExit(f"--soft_labels: dataset {args.dataset} has no vote distributions (only FERPlus does).")
+    # Fail in seconds, not after an epoch, when a split has nothing readable.
+    try:
+        require_readable_image(train_set, f"The training set of {args.dataset}")
+        require_readable_image(eval_set, f"The validation set of {args.dataset}")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
     # ---------------------------------------------------------------- model
     model = build_model(args.model_config, len(label_names), num_anchors=args.num_anchors, smoothing=args.smoothing,
@@ -184,8 +214,14 @@ def main(argv=None) -> dict:
     sampler = None
     if args.class_balanced:
         sampler = ClassBalancedSampler(train_set["label"], samples_per_class=args.samples_per_class, seed=args.seed)
+    # Full batches only, unless the whole set is smaller than one step's images: then it trains as one short batch.
+    drop_last = len(train_set) >= args.batch_size * accelerator.num_processes
+    if not drop_last:
+        accelerator.print(f"The training set ({len(train_set)} images) is smaller than one batch "
+                          f"({args.batch_size} x {accelerator.num_processes} process(es)): each step trains on all "
+                          "of it.")
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                              collate_fn=train_collate, num_workers=args.num_workers, drop_last=True,
+                              collate_fn=train_collate, num_workers=args.num_workers, drop_last=drop_last,
                               persistent_workers=args.num_workers > 0)
     eval_loader = DataLoader(eval_set, batch_size=args.batch_size, collate_fn=EvalCollator(loader, processor),
                              num_workers=args.num_workers)
@@ -194,12 +230,13 @@ def main(argv=None) -> dict:
     optimizer = build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    batches_per_epoch = len(train_loader)
+    steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
     total_steps = steps_per_epoch * args.num_epochs
+    # Not registered for accelerate's checkpointing, which pickles it: its state goes into trainer_state.json.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step, scheduler=args.scheduler, warmup_steps=args.warmup_steps, steps_per_epoch=steps_per_epoch,
         total_steps=total_steps, gamma=args.gamma))
-    accelerator.register_for_checkpointing(scheduler)
 
     run_config = {k: v for k, v in vars(args).items()}
     run_config["command"] = "accelerate launch scripts/train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -210,40 +247,45 @@ def main(argv=None) -> dict:
                                                     if isinstance(v, (int, float, str, bool))})
 
     # ---------------------------------------------------------------- resume
-    state = {"completed_steps": 0, "epoch": 0, "best_metric": None, "best_epoch": None, "history": []}
+    # `epoch` counts the epochs whose evaluation and best-model save are done; `epoch_batches` the micro-batches of
+    # the next epoch already trained (all of them when a checkpoint falls between its last step and its evaluation).
+    state = {"completed_steps": 0, "epoch": 0, "epoch_batches": 0, "best_metric": None, "best_epoch": None,
+             "history": [], "metrics": {}, "train_runtime_s": 0.0, "trained_samples": 0, "skipped": {}}
     if args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-        accelerator.print(f"Resumed from {checkpoint} at step {state['completed_steps']}.")
-    completed_steps = state["completed_steps"]
-    start_epoch = completed_steps // steps_per_epoch
-    batches_to_skip = (completed_steps % steps_per_epoch) * args.gradient_accumulation_steps
+        checkpoint_dir = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+        try:
+            state = load_checkpoint(accelerator, checkpoint_dir, scheduler)
+        except UnsafeCheckpointError as err:
+            raise SystemExit(str(err)) from None
+        accelerator.print(f"Resumed from {checkpoint_dir} at step {state['completed_steps']}.")
     unwrapped = accelerator.unwrap_model(model)
+    skipped = state["skipped"]  # unreadable training images, each once: {image: reason}
+    started, runtime_before = time.time(), state["train_runtime_s"]
 
     def checkpoint(name: str):
-        save_checkpoint(accelerator, output_dir, name, {**state, "completed_steps": completed_steps},
-                        args.checkpoints_total_limit)
+        gathered = gather_object([list(skipped.items())])  # every process's skipped images, saved by the main one
+        skipped.update(entry for part in gathered for entry in part)
+        state.update(scheduler=scheduler.state_dict(), train_runtime_s=runtime_before + time.time() - started)
+        save_checkpoint(accelerator, output_dir, name, state, args.checkpoints_total_limit)
 
     # ---------------------------------------------------------------- train
     accelerator.print(f"Training {args.recipe} recipe on {args.dataset}: {len(train_set)} train / {len(eval_set)} "
                       f"validation images, {total_steps} steps on {accelerator.num_processes} process(es).")
-    progress = tqdm(total=total_steps, initial=completed_steps, disable=not accelerator.is_local_main_process)
-    started, trained_samples, stopped_early, skipped = time.time(), 0, False, []
-    metrics = {}
-    for epoch in range(start_epoch, args.num_epochs):
+    progress = tqdm(total=total_steps, initial=state["completed_steps"], disable=not accelerator.is_local_main_process)
+    stopped_early, last_loss = False, None
+    for epoch in range(state["epoch"], args.num_epochs):
         model.train()
         train_loader.set_epoch(epoch)
         epoch_loader = train_loader
-        if epoch == start_epoch and batches_to_skip:
-            epoch_loader = accelerator.skip_first_batches(train_loader, batches_to_skip)
-        micro_step = completed_steps * args.gradient_accumulation_steps
+        if state["epoch_batches"]:
+            epoch_loader = accelerator.skip_first_batches(train_loader, state["epoch_batches"])
         for batch in epoch_loader:
             # Reseeding per micro-batch makes augmentation, dropout and drop-path replay exactly on resume.
+            micro_step = epoch * batches_per_epoch + state["epoch_batches"]
             torch.manual_seed(step_seed(args.seed, micro_step, accelerator.process_index))
-            micro_step += 1
+            state["epoch_batches"] += 1
             images, labels = batch["images"], batch["labels"]
-            skipped.extend(batch["skipped"])
+            skipped.update((str(key), reason) for key, reason in batch["skipped"])
             if accelerator.num_processes > 1:
                 # A batch whose images were all unreadable is skipped on every process together (DDP stays in step).
                 empty = accelerator.gather(torch.tensor([images.shape[0] == 0], device=accelerator.device))
@@ -252,7 +294,7 @@ def main(argv=None) -> dict:
             elif images.shape[0] == 0:
                 continue
             with accelerator.accumulate(model):
-                unwrapped.set_trust(completed_steps, total_steps)
+                unwrapped.set_trust(state["completed_steps"], total_steps)
                 outputs = model(pixel_values=augment(images), labels=labels)
                 accelerator.backward(outputs.loss)
                 if args.max_grad_norm > 0 and accelerator.sync_gradients:
@@ -262,10 +304,12 @@ def main(argv=None) -> dict:
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
-            completed_steps += 1
-            trained_samples += images.shape[0] * accelerator.num_processes * args.gradient_accumulation_steps
+            state["completed_steps"] += 1
+            completed_steps = state["completed_steps"]
+            state["trained_samples"] += images.shape[0] * accelerator.num_processes * args.gradient_accumulation_steps
             progress.update(1)
-            log = {"train/loss": outputs.loss.item(), "train/classification_loss": outputs.classification_loss.item(),
+            last_loss = outputs.classification_loss.item()
+            log = {"train/loss": outputs.loss.item(), "train/classification_loss": last_loss,
                    "train/anchor_loss": outputs.anchor_loss.item(), "train/center_loss": outputs.center_loss.item(),
                    "train/lr": scheduler.get_last_lr()[0], "train/trust": unwrapped.trust, "epoch": epoch}
             progress.set_postfix(loss=f"{log['train/loss']:.3f}")
@@ -277,6 +321,7 @@ def main(argv=None) -> dict:
                 stopped_early = True
                 break
         if stopped_early:
+            completed_steps = state["completed_steps"]
             if not (args.checkpointing_steps.isdigit() and completed_steps % int(args.checkpointing_steps) == 0):
                 checkpoint(f"step_{completed_steps}")
             break
@@ -284,66 +329,70 @@ def main(argv=None) -> dict:
         # ------------------------------------------------------------ evaluate
         metrics = evaluate_model(model, eval_loader, accelerator, label_names=label_names)
         score = metrics[f"eval_{args.metric_for_best_model}"]
-        state["epoch"] = epoch + 1
-        state["history"].append({"epoch": epoch + 1, "step": completed_steps, "eval_loss": metrics.get("eval_loss"),
-                                 "eval_accuracy": metrics["eval_accuracy"],
+        state["history"].append({"epoch": epoch + 1, "step": state["completed_steps"],
+                                 "eval_loss": metrics.get("eval_loss"), "eval_accuracy": metrics["eval_accuracy"],
                                  "eval_corrected_accuracy": metrics["eval_corrected_accuracy"]})
-        accelerator.print(f"epoch {epoch + 1}: train classification loss {outputs.classification_loss.item():.3f}, accuracy {metrics['eval_accuracy']:.4f}, corrected "
-                          f"{metrics['eval_corrected_accuracy']:.4f}, macro-F1 {metrics['eval_macro_f1']:.4f}")
+        loss_text = f"train classification loss {last_loss:.3f}, " if last_loss is not None else ""
+        accelerator.print(f"epoch {epoch + 1}: {loss_text}accuracy {metrics['eval_accuracy']:.4f}, corrected "
+                          f"{metrics['eval_corrected_accuracy']:.4f}, macro-F1 {metrics['eval_macro_f1']:.4f} on "
+                          f"{metrics['eval_samples']} of {len(eval_set)} validation images")
+        if metrics["eval_skipped"] and not state["history"][:-1]:  # named once, at the first evaluation
+            unreadable = [(entry["image"], entry["reason"]) for entry in metrics["eval_skipped"]]
+            accelerator.print(f"Validation skips {describe_skipped(unreadable)}; they are listed in "
+                              "skipped_images.json at the end.")
         if args.report_to != "none":
             accelerator.log({f"eval/{k[5:]}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                            step=completed_steps)
+                            step=state["completed_steps"])
         if state["best_metric"] is None or score > state["best_metric"]:
             state.update(best_metric=score, best_epoch=epoch + 1)
-            save_model(accelerator, model, processor, output_dir / "best")
+            save_pretrained_atomic(accelerator, model, processor, output_dir / "best")
+        # Recorded only now, after `best/` is written: a checkpoint taken before this point redoes this epoch's end.
+        state.update(epoch=epoch + 1, epoch_batches=0, metrics=metrics)
         if args.checkpointing_steps == "epoch":
             checkpoint(f"epoch_{epoch + 1}")
     progress.close()
 
     # ---------------------------------------------------------------- outputs
     if stopped_early:
-        accelerator.print(f"Stopped after {completed_steps} steps as asked; resume with "
+        accelerator.print(f"Stopped after {state['completed_steps']} steps as asked; resume with "
                           f"--resume_from_checkpoint latest --output_dir {output_dir}.")
         accelerator.end_training()
-        return {"completed_steps": completed_steps}
-    runtime = time.time() - started
-    skipped = [entry for part in gather_object([skipped]) for entry in part]
-    save_model(accelerator, model, processor, output_dir)
-    results = {k: v for k, v in metrics.items() if k != "eval_confusion_matrix" and "confusion" not in k}
+        return {"completed_steps": state["completed_steps"]}
+    runtime = runtime_before + time.time() - started
+    skipped.update(entry for part in gather_object([list(skipped.items())]) for entry in part)
+    metrics = dict(state["metrics"])
+    eval_skipped = metrics.pop("eval_skipped")
+    save_pretrained(accelerator, model, processor, output_dir)
+    results = {k: v for k, v in metrics.items() if "confusion" not in k}
     results.update(
         dataset="synthetic-faces" if args.dataset == "synthetic" else args.dataset, num_classes=len(label_names),
         eval_split="validation", synthetic=args.dataset == "synthetic", epochs=state["epoch"],
-        global_step=completed_steps, train_runtime_s=round(runtime, 2),
-        train_samples_per_second=round(trained_samples / max(runtime, 1e-9), 2),
+        global_step=state["completed_steps"], train_runtime_s=round(runtime, 2),
+        train_samples_per_second=round(state["trained_samples"] / max(runtime, 1e-9), 2),
         best_epoch=state["best_epoch"], best_metric=state["best_metric"],
-        metric_for_best_model=args.metric_for_best_model, skipped_images=len(skipped),
+        metric_for_best_model=args.metric_for_best_model, train_skipped_images=len(skipped),
     )
+    unreadable = [{"image": image, "reason": reason, "split": "train"} for image, reason in skipped.items()]
+    unreadable += [{**entry, "split": "validation"} for entry in eval_skipped]
     if accelerator.is_main_process:
-        write_json_atomic(output_dir / "all_results.json", results)
         write_json_atomic(output_dir / "training_config.json", run_config)
         write_json_atomic(output_dir / "training_history.json", state["history"])
         save_confusion_matrix(metrics["eval_confusion_matrix"], label_names, output_dir / "confusion_matrix.png",
                               output_dir / "confusion_matrix.json", title=f"GReFEL on {results['dataset']} (validation)")
-        if skipped:
-            write_json_atomic(output_dir / "skipped_images.json", [{"image": w, "reason": r} for w, r in skipped])
+        if unreadable:
+            write_json_atomic(output_dir / "skipped_images.json", unreadable)
+        # Last, once everything else is in place: its presence marks the run as finished.
+        write_json_atomic(output_dir / RESULTS_FILE, results)
     accelerator.end_training()
     accelerator.print(
         f"Done in {runtime:.0f}s: accuracy {results['eval_accuracy']:.4f} (corrected "
-        f"{results['eval_corrected_accuracy']:.4f}), best epoch {state['best_epoch']}. Skipped images: "
-        f"{len(skipped)}{' (see skipped_images.json)' if skipped else ''}.\n"
+        f"{results['eval_corrected_accuracy']:.4f}) on {results['eval_samples']} of {len(eval_set)} validation "
+        f"images, best epoch {state['best_epoch']}. Unreadable images skipped: {len(skipped)} train, "
+        f"{len(eval_skipped)} validation{' (see skipped_images.json)' if unreadable else ''}.\n"
         f"Wrote the model, processor and remote code to {output_dir} (best model in {output_dir / 'best'}), "
-        f"all_results.json, training_config.json and confusion_matrix.png."
+        f"{RESULTS_FILE}, training_config.json and confusion_matrix.png."
     )
     return results
-
-
-def save_model(accelerator: Accelerator, model, processor, folder: Path) -> None:
-    accelerator.wait_for_everyone()
-    accelerator.unwrap_model(model).save_pretrained(
-        folder, is_main_process=accelerator.is_main_process, save_function=accelerator.save
-    )
-    if accelerator.is_main_process:
-        processor.save_pretrained(folder)
 
 
 if __name__ == "__main__":
