@@ -566,6 +566,12 @@ def _build_all(
         revision=revision,
         overwrite=overwrite,
     )
+    if not load_training_run(output_dir).has_evaluation:
+        log(
+            f"Warning: {output_dir} holds no evaluation results (all_results.json is missing or has no eval_* "
+            "metrics: a converted checkpoint, or a run that did not finish), so the model card reports none. "
+            "Finish the run (--resume_from_checkpoint latest) or evaluate it with scripts/evaluate.py first."
+        )
     space_upload_dir, space_files = None, ()
     if space_id is not None and space_dir is not None:
         space_upload_dir = model_dir.with_name(model_dir.name + "_space")

@@ -117,6 +117,11 @@ class TrainingRun:
         return bool(self.results.get("synthetic")) or self.dataset == SYNTHETIC_DATASET
 
     @property
+    def has_evaluation(self) -> bool:
+        """Whether all_results.json holds evaluation metrics (an interrupted or converted run has none)."""
+        return bool(evaluated_splits(self.results))
+
+    @property
     def labels(self) -> list[str]:
         """Class names in id order, from the model's `id2label`."""
         id2label = self.model_config.get("id2label", {})
@@ -280,9 +285,10 @@ def _percent(value: Any) -> str:
 
 
 def _results_section(run: TrainingRun, repo_id: str, revision: str | None) -> str:
-    if not run.dataset:
+    if not run.dataset or not run.has_evaluation:
+        held = "no `all_results.json`" if not run.results else "an `all_results.json` without evaluation metrics"
         return (
-            "## Evaluation\n\nThe training output holds no `all_results.json`, so this card reports no evaluation "
+            f"## Evaluation\n\nThe training output holds {held}, so this card reports no evaluation "
             "numbers. Evaluate the model with `scripts/evaluate.py` before relying on it.\n"
         )
     lines = [

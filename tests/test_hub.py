@@ -295,6 +295,25 @@ def test_synthetic_run_card_warns_at_the_top(synthetic_output, tmp_path):
     assert "synthetic-data" in card.data.tags and not card.data.datasets
 
 
+@pytest.mark.parametrize("results", [None, {"dataset": "ferplus", "epochs": 2, "global_step": 20}],
+                         ids=["no-all-results", "no-eval-metrics"])
+def test_dry_run_without_evaluation_results_warns_and_the_card_says_so(training_output, tmp_path, results):
+    """An interrupted run's output once published a card with an empty results table and no warning."""
+    output = tmp_path / "output"
+    shutil.copytree(training_output, output)
+    (output / "all_results.json").unlink()
+    if results is not None:
+        (output / "all_results.json").write_text(json.dumps(results))
+    target = tmp_path / "upload"
+    result = run_push([str(output), "--repo_id", REPO_ID, "--dry_run", "--dry_run_dir", str(target)],
+                      _env(tmp_path, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr
+    assert "Warning:" in result.stdout and "holds no evaluation results" in result.stdout
+    card = ModelCard.load(target / "README.md")
+    assert "this card reports no evaluation numbers" in card.text and "| validation |" not in card.text
+    assert not card.data.eval_results
+
+
 def test_base_model_and_revision_reach_the_card(training_output, tmp_path):
     target = tmp_path / "upload"
     args = [
