@@ -174,8 +174,8 @@ class EvalCollator:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint file holds pickled Python objects, which resuming refuses to load."""
+class CheckpointError(ValueError):
+    """A checkpoint folder that resuming refuses: a file holding pickled Python objects, or an older layout."""
 
 
 def checkpoint_order(path: Path) -> tuple[int, int, int]:
@@ -249,7 +249,7 @@ def check_checkpoint_files(folder: Path) -> None:
     accelerate never reaches its full-pickle path (`load_custom_state`, `weights_only=False`).
 
     Raises:
-        UnsafeCheckpointError: naming the file, what it needs, and what to do.
+        CheckpointError: naming the file, what it needs, and what to do.
     """
     from accelerate.utils import load
 
@@ -264,14 +264,14 @@ def check_checkpoint_files(folder: Path) -> None:
             # torch names the globals a weights-only load refused (as emotionnet/convert.py reports them).
             found = re.findall(r"Unsupported global: GLOBAL (\S+)", str(err))
             needs = f"it needs {', '.join(found)}" if found else "not just tensors and numbers"
-            raise UnsafeCheckpointError(
+            raise CheckpointError(
                 f"--resume_from_checkpoint: {path} holds pickled Python objects ({needs}), which this script never "
                 "writes into a checkpoint; resuming reads checkpoint files with torch.load(weights_only=True) only, "
                 "so nothing in them runs. Delete the file if you did not put it there, or resume from another "
                 "checkpoint."
             ) from None
         except Exception as err:  # torch raises RuntimeError/EOFError/... on files that are not pickles at all
-            raise UnsafeCheckpointError(
+            raise CheckpointError(
                 f"--resume_from_checkpoint: {path} is not a readable checkpoint file ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else ''}); resume from another checkpoint."
             ) from None
@@ -282,15 +282,18 @@ def load_checkpoint(accelerator, folder: Path, scheduler) -> dict:
 
     Returns:
         The trainer state saved by `save_checkpoint` (its `scheduler` entry already loaded into `scheduler`).
+
+    Raises:
+        CheckpointError: a file holds pickled objects, or the folder predates the JSON scheduler state.
     """
     folder = Path(folder)
     check_checkpoint_files(folder)
     state = json.loads((folder / TRAINER_STATE).read_text())
     if "scheduler" not in state:
-        raise UnsafeCheckpointError(
+        raise CheckpointError(
             f"--resume_from_checkpoint: {folder} was written by an older scripts/train.py, which kept the scheduler "
-            "in a full pickle (custom_checkpoint_0.pkl) that this version does not load; start the run again, or "
-            f"fine-tune from its weights with --model_config {folder}."
+            "in a full pickle (custom_checkpoint_0.pkl) that this version does not load; start the run again "
+            "without --resume_from_checkpoint."
         )
     accelerator.load_state(str(folder))
     scheduler.load_state_dict(state["scheduler"])
@@ -300,7 +303,8 @@ def load_checkpoint(accelerator, folder: Path, scheduler) -> dict:
 def save_pretrained_atomic(accelerator, model, processor, folder: Path) -> None:
     """Save the unwrapped model and its processor to a temporary folder beside `folder`, then rename it into place.
 
-    A crash leaves either the previous folder or the new one, never a mix (resuming redoes the save).
+    A crash leaves the previous folder, the new one or (between the two renames) none, never a mix; resuming redoes
+    the save.
     """
     folder = Path(folder)
     partial = folder.with_name(f".{folder.name}.partial")
@@ -346,7 +350,7 @@ __all__ = [
     "SCHEDULERS",
     "EvalCollator",
     "TrainCollator",
-    "UnsafeCheckpointError",
+    "CheckpointError",
     "build_model",
     "build_optimizer",
     "build_processor",

@@ -51,9 +51,9 @@ from emotionnet.training import (  # noqa: E402
     RECIPES,
     RESULTS_FILE,
     SCHEDULERS,
+    CheckpointError,
     EvalCollator,
     TrainCollator,
-    UnsafeCheckpointError,
     build_model,
     build_optimizer,
     build_processor,
@@ -255,7 +255,7 @@ def main(argv=None) -> dict:
         checkpoint_dir = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
         try:
             state = load_checkpoint(accelerator, checkpoint_dir, scheduler)
-        except UnsafeCheckpointError as err:
+        except CheckpointError as err:
             raise SystemExit(str(err)) from None
         accelerator.print(f"Resumed from {checkpoint_dir} at step {state['completed_steps']}.")
     unwrapped = accelerator.unwrap_model(model)

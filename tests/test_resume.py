@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotionnet.training import UnsafeCheckpointError, check_checkpoint_files, list_checkpoints
+from emotionnet.training import CheckpointError, check_checkpoint_files, list_checkpoints, load_checkpoint
 from tests.fixtures_data import write_imagefolder
 from tests.test_training import results_of, run
 
@@ -118,9 +118,20 @@ def test_a_planted_pickle_is_refused_by_name_and_never_run(straight, tmp_path, n
     marker = tmp_path / "marker"
     with open(checkpoint / name, "wb") as handle:
         (torch.save if writer == "torch.save" else pickle.dump)(MarkerWriter(marker), handle)
-    with pytest.raises(UnsafeCheckpointError, match=re.escape(str(checkpoint / name))):
+    with pytest.raises(CheckpointError, match=re.escape(str(checkpoint / name))):
         check_checkpoint_files(checkpoint)
     assert not marker.exists()
+
+
+def test_a_checkpoint_of_the_pickled_scheduler_layout_is_refused_with_what_to_do(straight, tmp_path):
+    """Checkpoints written before the scheduler state moved to trainer_state.json kept it in custom_checkpoint_0.pkl."""
+    checkpoint = tmp_path / "step_6"
+    shutil.copytree(list_checkpoints(straight)[-1], checkpoint)
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    del state["scheduler"]
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="older scripts/train.py.*start the run again"):
+        load_checkpoint(None, checkpoint, None)  # refused before the accelerator or scheduler is touched
 
 
 def test_training_refuses_to_resume_from_a_checkpoint_with_a_planted_pickle(image_dir, straight, tmp_path):
