@@ -385,30 +385,31 @@ def _truncated_jpeg(directory: pathlib.Path) -> pathlib.Path:
 
 
 BAD_INPUTS = {
-    "none": (lambda d: None, r"is None; pass a PIL image"),
-    "missing path": (lambda d: str(d / "nope.png"), r"nope\.png'?, which is not an existing file; check the path"),
-    "directory": (lambda d: d, r"not an existing file"),
-    "url": (lambda d: "https://example.com/face.jpg", r"is the URL .*download it first"),
-    "not an image": (lambda d: _text_file(d), r"notes\.txt'?, is not an image PIL can read"),
-    "truncated png": (lambda d: _truncated_png(d), r"cut\.png'?, could not be decoded .*damaged or incomplete"),
-    "truncated jpeg": (lambda d: _truncated_jpeg(d), r"cut\.jpg'?, could not be (read|decoded)"),
-    "empty array": (lambda d: np.zeros((0, 4, 3), np.uint8), r"is empty \(shape \(0, 4, 3\)\)"),
-    "1-d array": (lambda d: np.zeros(5, np.uint8), r"has shape \(5,\); expected \(H, W\)"),
+    "none": (lambda d: None, r"got None instead of an image; pass a path to an image file"),
+    "missing path": (lambda d: str(d / "nope.png"), r"nope\.png' is not an existing file; check the path"),
+    "directory": (lambda d: d, r"is not an existing file"),
+    "url": (lambda d: "https://example.com/face.jpg", r"is a URL; images are not downloaded here, so download it"),
+    "not an image": (lambda d: _text_file(d), r"notes\.txt' is not an image file PIL can read"),
+    "not an image bytes": (lambda d: b"\x89PNG", r"the image data \(4 bytes\) is not an image file PIL can read"),
+    "truncated png": (lambda d: _truncated_png(d), r"cut\.png' could not be decoded .*damaged or incomplete"),
+    "truncated jpeg": (lambda d: _truncated_jpeg(d), r"cut\.jpg' could not be decoded .*damaged or incomplete"),
+    "empty array": (lambda d: np.zeros((0, 4, 3), np.uint8), r"the array is empty \(shape \(0, 4, 3\)\)"),
+    "1-d array": (lambda d: np.zeros(5, np.uint8), r"the array has shape \(5,\); expected \(H, W\)"),
     "5-d array": (lambda d: np.zeros((1, 1, 2, 2, 3), np.uint8), r"has shape \(1, 1, 2, 2, 3\)"),
-    "4-d inside a list": (lambda d: np.zeros((1, 2, 2, 3), np.uint8), r"4-D batch passed on its own"),
+    "4-d inside a list": (lambda d: np.zeros((1, 2, 2, 3), np.uint8), r"4-D batch must be passed on its own"),
     "2 channels": (lambda d: np.zeros((5, 6, 2), np.uint8), r"expected 1, 3 or 4 channels"),
-    "5 channels": (lambda d: torch.zeros(5, 6, 7), r"expected 1, 3 or 4 channels"),
+    "5 channels": (lambda d: torch.zeros(5, 6, 7), r"the tensor has shape .*expected 1, 3 or 4 channels"),
     "nan": (lambda d: np.full((4, 4), np.nan, np.float32), r"contains NaN or infinite values"),
     "inf": (lambda d: torch.full((4, 4), float("inf")), r"contains NaN or infinite values"),
     "float 0-255": (lambda d: np.full((4, 4), 200.0), r"float with values 200\.\.200.*divide 0-255 data by 255"),
     "normalised float": (lambda d: np.full((4, 4), -1.5), r"must hold \[0, 1\] \(unnormalised\)"),
     "int out of range": (lambda d: np.full((4, 4), 300, np.int32), r"int32 with values 300\.\.300"),
     "complex dtype": (lambda d: np.zeros((4, 4), np.complex64), r"has dtype complex64"),
+    "complex tensor": (lambda d: torch.zeros(4, 4, dtype=torch.complex64), r"has dtype torch\.complex64"),
     "zero-size pil": (lambda d: PIL.Image.new("RGB", (0, 0)), r"has zero size \(0x0\)"),
     "16-bit out of range": (lambda d: PIL.Image.fromarray(np.full((2, 2), -5, np.int32)), r"outside the 16-bit"),
-    "nested list": (lambda d: [np.zeros((2, 2), np.uint8)], r"is itself a list; pass one flat list"),
-    "bytes": (lambda d: b"\x89PNG", r"is raw bytes; open them with PIL"),
-    "other type": (lambda d: {"image": 1}, r"has unsupported type dict"),
+    "nested list": (lambda d: [np.zeros((2, 2), np.uint8)], r"got a list \(a nested list of images\?\)"),
+    "other type": (lambda d: {"image": 1}, r"got a dict without image 'bytes' or 'path'"),
 }
 
 
@@ -427,7 +428,7 @@ def test_bad_input_names_its_position_and_problem(case, tmp_path, small):
 
 
 def test_single_bad_input_is_image_1_of_1(small):
-    with pytest.raises(ValueError, match=r"image 1 of 1 is None"):
+    with pytest.raises(ValueError, match=r"image 1 of 1: got None"):
         small(None)
 
 
@@ -518,7 +519,8 @@ def test_auto_image_processor_reloads_remote_code_offline(tmp_path, monkeypatch)
     processor.save_pretrained(saved)
     config = json.loads((saved / "preprocessor_config.json").read_text())
     assert config["auto_map"] == {"AutoImageProcessor": "image_processing_grefel.GReFELImageProcessor"}
-    assert (saved / "image_processing_grefel.py").is_file()
+    # The shared image reader travels with the processor, or remote code could not import it.
+    assert (saved / "image_processing_grefel.py").is_file() and (saved / "image_input_grefel.py").is_file()
 
     image = random_rgb(21, 17)
     np.save(tmp_path / "image.npy", image)
