@@ -1,7 +1,7 @@
 """Face detection and cropping for GReFEL: OpenCV's Haar cascades find faces, a square crop with margin feeds the model.
 
 This file is copied next to `config.json` on the Hub with the pipeline, so at module level it imports only the
-standard library, numpy and PIL. OpenCV (`pip install "emotionnet[faces]"`, i.e. `opencv-python-headless<5`) is
+standard library, numpy, PIL and `image_input_grefel.py`, the image reader every entry point shares. OpenCV (`pip install "emotionnet[faces]"`, i.e. `opencv-python-headless<5`) is
 imported when a detector first runs; its 4.x wheels ship the cascade files under `cv2.data.haarcascades`.
 
 The same `FaceDetector.crop` serves inference (the pipeline) and the preprocessing of raw datasets
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
+
+from .image_input_grefel import read_rgb_image
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 EYE_CASCADE = "haarcascade_eye.xml"
@@ -25,9 +26,6 @@ _CASCADE_WINDOW = 24
 # Eyes are searched in the upper part of the face box, where they sit in a frontal face.
 _EYE_REGION_HEIGHT = 0.6
 _EYE_MIN_NEIGHBORS = 3
-# Transparent pixels are composited on white, as the image processor does, so the detector sees what the model sees.
-_BACKGROUND = 255
-_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _FALLBACKS = ("full", "center", "none")
 _INSTALL_HINT = 'pip install "emotionnet[faces]" (or opencv-python-headless>=4.8,<5)'
 
@@ -93,21 +91,6 @@ def _cascade(file_name: str):
     return _CASCADES[file_name]
 
 
-def grey_array(image: PIL.Image.Image) -> np.ndarray:
-    """(H, W) uint8 luminance of any PIL image: transparency on white, 16-bit scaled from 0-65535."""
-    if image.mode in _16BIT_MODES:
-        values = np.asarray(image, dtype=np.float32) * (255.0 / 65535.0)
-        return np.clip(values, 0, 255).astype(np.uint8)
-    if image.mode == "F":
-        # Float images hold [0, 1], as the image processor reads float data.
-        return (np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = PIL.Image.new("RGBA", rgba.size, (_BACKGROUND,) * 4)
-        image = PIL.Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
-
-
 class FaceDetector:
     """Finds frontal faces with OpenCV's Haar cascade and cuts square, margin-padded (optionally eye-levelled) crops.
 
@@ -165,18 +148,19 @@ class FaceDetector:
         )
 
     # ------------------------------------------------------------------ detection
-    def detect(self, image: PIL.Image.Image) -> list[FaceBox]:
+    def detect(self, image: Any) -> list[FaceBox]:
         """Every face in `image`, largest first, as `FaceBox`es in the image's own pixel coordinates.
 
-        Any PIL mode works (grey, RGBA, 16-bit...). Images smaller than the cascade's window give `[]`. The result is
-        deterministic: the same image always gives the same boxes in the same order.
+        `image` is anything `image_input_grefel.read_image` reads (a PIL image of any mode, an array, a tensor, a
+        file), read the same way: EXIF orientation applied, transparency on white, 16-bit scaled. Images smaller than
+        the cascade's window give `[]`. The result is deterministic: the same image always gives the same boxes in the
+        same order. Raises `ImageInputError` for an input that is not a usable image.
         """
-        if not isinstance(image, PIL.Image.Image):
-            raise TypeError(f"FaceDetector.detect: image must be a PIL.Image.Image, got {type(image).__name__}.")
-        width, height = image.size
+        photo = read_rgb_image(image)
+        width, height = photo.size
         if min(width, height) < max(self.min_face_size, _CASCADE_WINDOW):
             return []
-        grey = grey_array(image)
+        grey = np.asarray(photo.convert("L"), dtype=np.uint8)  # (H, W) luminance, what the cascades were trained on
         scale = min(1.0, self.max_side / max(width, height))
         if scale < 1.0:
             small = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -234,15 +218,15 @@ class FaceDetector:
         return ((x + lx) / scale, (y + ly) / scale), ((x + rx) / scale, (y + ry) / scale)
 
     # ------------------------------------------------------------------ cropping
-    def crop(self, image: PIL.Image.Image, box: FaceBox | dict[str, int]) -> PIL.Image.Image:
-        """The square crop the model sees for `box`: centred on it, its longer side plus `margin` on every side.
+    def crop(self, image: Any, box: FaceBox | dict[str, int]) -> PIL.Image.Image:
+        """The square RGB crop the model sees for `box`: centred on it, its longer side plus `margin` on every side.
 
-        `box` is a `FaceBox` or the pipeline's {"xmin", "ymin", "xmax", "ymax"} dict. Parts beyond the image are
-        filled with zeros (black, or transparent for images with alpha). When the detector aligns and the box carries
-        both eyes, the image is first rotated about the box centre so that the eyes are level.
+        `image` is read as `detect` reads it, so a box `detect` found frames the same pixels. `box` is a `FaceBox` or
+        the pipeline's {"xmin", "ymin", "xmax", "ymax"} dict. Parts beyond the image are filled with black. When the
+        detector aligns and the box carries both eyes, the image is first rotated about the box centre so that the
+        eyes are level.
         """
-        if not isinstance(image, PIL.Image.Image):
-            raise TypeError(f"FaceDetector.crop: image must be a PIL.Image.Image, got {type(image).__name__}.")
+        image = read_rgb_image(image)
         box = _as_face_box(box)
         cx, cy = (box.x0 + box.x1) / 2.0, (box.y0 + box.y1) / 2.0
         side = max(box.width, box.height) * (1.0 + 2.0 * self.margin)
@@ -280,24 +264,23 @@ def _as_face_box(box: FaceBox | dict[str, int]) -> FaceBox:
 
 
 def largest_face_crop(
-    image: PIL.Image.Image, detector: FaceDetector | None = None, fallback: str = "full"
+    image: Any, detector: FaceDetector | None = None, fallback: str = "full"
 ) -> PIL.Image.Image | None:
     """The crop of the largest face in `image`, framed as the pipeline frames faces at inference.
 
     Use it to preprocess raw datasets (e.g. photos that are not already face crops) the same way as inference.
 
     Args:
-        image: a PIL image (EXIF orientation is applied first, as the pipeline does).
+        image: anything `image_input_grefel.read_image` reads, read as the pipeline reads it (EXIF orientation
+            applied, RGB).
         detector: the `FaceDetector` to use; a default one when `None`.
         fallback: what to return when no face is found: `"full"` the whole image, `"center"` its largest centred
             square, `"none"` `None`.
     """
     if fallback not in _FALLBACKS:
         raise ValueError(f"largest_face_crop: fallback must be one of {_FALLBACKS}, got {fallback!r}.")
-    if not isinstance(image, PIL.Image.Image):
-        raise TypeError(f"largest_face_crop: image must be a PIL.Image.Image, got {type(image).__name__}.")
     detector = FaceDetector() if detector is None else detector
-    image = PIL.ImageOps.exif_transpose(image)
+    image = read_rgb_image(image)
     boxes = detector.detect(image)
     if boxes:
         return detector.crop(image, boxes[0])
@@ -309,17 +292,15 @@ def largest_face_crop(
     return None
 
 
-def crop_faces(image: PIL.Image.Image, detector: FaceDetector | None = None) -> list[PIL.Image.Image]:
+def crop_faces(image: Any, detector: FaceDetector | None = None) -> list[PIL.Image.Image]:
     """The crops of every face in `image`, largest first, framed exactly as the pipeline frames them.
 
     Args:
-        image: a PIL image (EXIF orientation is applied first, as the pipeline does).
+        image: anything `image_input_grefel.read_image` reads, read as the pipeline reads it.
         detector: the `FaceDetector` to use; a default one when `None`.
     """
-    if not isinstance(image, PIL.Image.Image):
-        raise TypeError(f"crop_faces: image must be a PIL.Image.Image, got {type(image).__name__}.")
     detector = FaceDetector() if detector is None else detector
-    image = PIL.ImageOps.exif_transpose(image)
+    image = read_rgb_image(image)
     return [detector.crop(image, box) for box in detector.detect(image)]
 
 
@@ -329,6 +310,5 @@ __all__ = [
     "FaceBox",
     "FaceDetector",
     "crop_faces",
-    "grey_array",
     "largest_face_crop",
 ]

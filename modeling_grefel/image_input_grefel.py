@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 import numpy as np
+import PIL.ExifTags
 import PIL.Image
 import PIL.ImageOps
 import torch
@@ -205,7 +206,10 @@ def _pil_subject(image: PIL.Image.Image, name: str | None) -> str:
 def _pil_to_canonical(image: PIL.Image.Image, subject: str, convert_rgb: bool) -> PIL.Image.Image | np.ndarray:
     """Canonical RGB from a PIL image: first frame, decoded, EXIF orientation applied, mode converted."""
     try:
-        frame = PIL.ImageOps.exif_transpose(_first_frame(image))
+        frame = _first_frame(image)
+        # exif_transpose copies even an upright image, and the pipeline reads a photo for detection and for every crop.
+        if frame.getexif().get(PIL.ExifTags.Base.Orientation, 1) != 1:
+            frame = PIL.ImageOps.exif_transpose(frame)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         # PIL raises OSError ("image file is truncated") or SyntaxError (broken chunk) when a file is damaged.
         raise ImageInputError(_damaged(subject, error)) from None

@@ -1,7 +1,7 @@
 """The "facial-expression-recognition" pipeline: raw photos in, one expression distribution per detected face out.
 
-This file and `face_detection_grefel.py` are copied next to a model's `config.json`, whose `custom_pipelines` entry
-lets transformers build the pipeline by task name from remote code:
+This file, `face_detection_grefel.py` and `image_input_grefel.py` are copied next to a model's `config.json`, whose
+`custom_pipelines` entry lets transformers build the pipeline by task name from remote code:
 
 ```python
 >>> from transformers import pipeline
@@ -18,7 +18,8 @@ and for a task listed there loads `impl` ("module.Class") with `get_class_from_d
 `_load_image_processor` is set. A folder gets that entry and these files from `add_pipeline_to_folder` (after
 `save_pretrained`), `add_pipeline_to_config` (before it) or `FacialExpressionPipeline.save_pretrained`;
 `register_pipeline` adds the task to transformers' registry for in-memory models. Faces are found with OpenCV,
-imported only when the first photo is processed.
+imported only when the first photo is processed. Images are read by `image_input_grefel.py`, the reader the image
+processor, training and the Space share, so all of them accept and refuse the same inputs with the same sentences.
 """
 
 from __future__ import annotations
@@ -28,23 +29,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import PIL.Image
-import PIL.ImageOps
 import torch
 from transformers import AutoModelForImageClassification, Pipeline
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .face_detection_grefel import FaceDetector
+from .image_input_grefel import read_rgb_image, split_batch
 
 TASK = "facial-expression-recognition"
 NO_FACE_MODES = ("skip", "whole_image")
 DEFAULT_BATCH_SIZE = 8
-_CHANNEL_COUNTS = (1, 3, 4)
-# Float arrays may overshoot [0, 1] by rounding (after an interpolation); anything beyond this is a mistake.
-_FLOAT_TOLERANCE = 1e-3
-_16BIT_MAX = 65535
 
 
 class FacialExpressionPipeline(Pipeline):
@@ -108,10 +103,10 @@ class FacialExpressionPipeline(Pipeline):
         """Load one image, find its faces and turn their crops into pixel values.
 
         Returns {"boxes": [box dict or None], "whole_image": [bool], "pixel_values": (n, 3, H, W) tensor or None,
-        "status", "message"}; raises `ValueError`/`TypeError`/`OSError` for an input that is not a usable image.
+        "status", "message"}; raises `ImageInputError` (a `ValueError`) for an input that is not a usable image.
         """
         detector = self.face_detector if detector is None else detector
-        photo = load_photo(image)
+        photo = read_rgb_image(image)  # read once: the detector and the crops then work on the same RGB pixels
         boxes = detector.detect(photo)
         if boxes:
             crops = [detector.crop(photo, box) for box in boxes]
@@ -157,9 +152,10 @@ class FacialExpressionPipeline(Pipeline):
         """Classify the expression of every face in one image or a list of images.
 
         Args:
-            images: one image or a list/tuple of them; each a PIL image, a numpy array or torch tensor
-                ((H, W) grey, (H, W, C) or (C, H, W) with C in 1/3/4; uint8, uint16, bool or float in [0, 1]),
-                or a path to an image file.
+            images: one image, a list/tuple of them or a 4-D array/tensor holding a batch; each anything the
+                image processor reads (`image_input_grefel.read_image`): a path to an image file, its bytes, a PIL
+                image, a numpy array or torch tensor ((H, W) grey, (H, W, C) or (C, H, W) with C in 1/3/4; uint8,
+                uint16, bool or float in [0, 1], bfloat16 included). URLs are refused, not downloaded.
             no_face: `"skip"` reports an image without a face with no prediction; `"whole_image"` classifies the
                 whole image instead (its face then has `box=None`, `whole_image=True`). Status is "no_face" either way.
             top_k: keep only the k most probable classes in each face's `scores` (all classes when `None`).
@@ -178,19 +174,17 @@ class FacialExpressionPipeline(Pipeline):
         top_k = self.top_k if top_k is None else _check_top_k(top_k)
         batch_size = self._batch_size if batch_size is None else _check_batch_size(batch_size)
         detector = self.face_detector if detector is None else _check_detector(detector)
-        single = not isinstance(images, (list, tuple))
-        items = [images] if single else list(images)
+        items, single = split_batch(images)
 
         prepared = []
         for index, item in enumerate(items):
-            where = _describe(item, index, len(items))
             try:
                 prepared.append(self.preprocess(item, no_face=no_face, detector=detector))
             except ImportError:
                 raise  # a missing OpenCV concerns every image: the caller must install it
             except Exception as error:  # one unusable image must not cost the others their results
                 prepared.append({"boxes": [], "whole_image": [], "pixel_values": None, "status": "error",
-                                 "message": f"{where} could not be processed: {error}"})
+                                 "message": f"image {index + 1} of {len(items)} could not be processed: {error}"})
 
         probs = self._classify([p["pixel_values"] for p in prepared if p["pixel_values"] is not None], batch_size)
         results, start = [], 0
@@ -219,69 +213,7 @@ class FacialExpressionPipeline(Pipeline):
         return torch.cat(probs)  # (N, C)
 
 
-# ---------------------------------------------------------------------------------------------- inputs
-def load_photo(image: Any) -> PIL.Image.Image:
-    """A decoded PIL image (EXIF orientation applied, mode kept) from a PIL image, array, tensor or file path."""
-    if isinstance(image, (str, os.PathLike)):
-        with PIL.Image.open(image) as opened:
-            photo = PIL.ImageOps.exif_transpose(opened)
-            photo.load()
-    elif isinstance(image, PIL.Image.Image):
-        photo = PIL.ImageOps.exif_transpose(image)
-        photo.load()  # a truncated file fails here, not later inside the detector
-    elif isinstance(image, torch.Tensor):
-        photo = _array_to_photo(image.detach().cpu().numpy(), channels_first=True)
-    elif isinstance(image, np.ndarray):
-        photo = _array_to_photo(image, channels_first=False)
-    else:
-        raise TypeError(f"expected a PIL image, a numpy array, a torch tensor or a file path, got {type(image).__name__}")
-    if photo.width == 0 or photo.height == 0:
-        raise ValueError(f"the image is empty ({photo.width}x{photo.height} pixels)")
-    return photo
-
-
-def _array_to_photo(array: np.ndarray, channels_first: bool) -> PIL.Image.Image:
-    """PIL image from (H, W), (H, W, C) or (C, H, W) pixel data; `channels_first` breaks ties such as (3, 4, 3)."""
-    if array.ndim == 3:
-        first, last = array.shape[0] in _CHANNEL_COUNTS, array.shape[2] in _CHANNEL_COUNTS
-        if not (first or last):
-            raise ValueError(f"an array of shape {array.shape} has no channel axis of 1, 3 or 4 (grey, RGB, RGBA)")
-        if first and (channels_first or not last):
-            array = array.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
-        if array.shape[2] == 1:
-            array = array[:, :, 0]
-    elif array.ndim != 2:
-        raise ValueError(f"an image array must be (H, W), (H, W, C) or (C, H, W), got shape {array.shape}")
-    return PIL.Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
-
-
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.uint16:
-        return (array.astype(np.float32) * (255.0 / _16BIT_MAX)).round().astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise ValueError(f"an integer {array.dtype} array must hold 0-255, got {array.min()}..{array.max()}")
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ValueError("the array contains NaN or infinite values")
-        if array.size and (array.min() < -_FLOAT_TOLERANCE or array.max() > 1 + _FLOAT_TOLERANCE):
-            raise ValueError(f"a float array must hold [0, 1], got {array.min():g}..{array.max():g}")
-        return (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    raise ValueError(f"an image array must be uint8, uint16, bool or float in [0, 1], got dtype {array.dtype}")
-
-
-def _describe(item: Any, index: int, total: int) -> str:
-    where = f"image {index + 1} of {total}"
-    if isinstance(item, (str, os.PathLike)):
-        return f"{where} ({os.fspath(item)!r})"
-    return f"{where} ({type(item).__name__})"
-
-
+# ---------------------------------------------------------------------------------------------- arguments
 def _check_no_face(no_face: Any) -> str:
     if no_face not in NO_FACE_MODES:
         raise ValueError(f"FacialExpressionPipeline: no_face must be one of {NO_FACE_MODES}, got {no_face!r}.")
@@ -342,8 +274,8 @@ def add_pipeline_to_config(config: Any) -> Any:
 
 def add_pipeline_to_folder(folder: str | os.PathLike) -> list[Path]:
     """Make a saved model folder loadable with `pipeline("facial-expression-recognition", model=folder,
-    trust_remote_code=True)`: add the `custom_pipelines` entry to its config.json and copy this file and
-    `face_detection_grefel.py` next to it. Returns the files written. Call it after `save_pretrained`; calling it
+    trust_remote_code=True)`: add the `custom_pipelines` entry to its config.json and copy this file,
+    `face_detection_grefel.py` and `image_input_grefel.py` next to it. Returns the files written. Call it after `save_pretrained`; calling it
     again changes nothing.
     """
     folder = Path(folder)
@@ -382,6 +314,5 @@ __all__ = [
     "add_pipeline_to_config",
     "add_pipeline_to_folder",
     "custom_pipelines_entry",
-    "load_photo",
     "register_pipeline",
 ]

@@ -119,6 +119,21 @@ def test_a_single_unreadable_input_gets_an_error_status(pipe):
     assert result["status"] == "error" and "image 1 of 1" in result["message"]
 
 
+def test_a_url_is_refused_as_a_url_not_as_a_missing_file(pipe):
+    # Issue 10.6: this used to report "No such file or directory".
+    result = pipe("https://example.com/face.jpg")
+    assert result["status"] == "error" and "is a URL; images are not downloaded here" in result["message"]
+    assert "No such file" not in result["message"]
+
+
+def test_a_bfloat16_tensor_is_read_as_float32(pipe, photos):
+    # Issue 10.6: this used to fail with torch's "Got unsupported ScalarType BFloat16".
+    array = np.asarray(photos["one"], dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+    result = pipe(tensor.to(torch.bfloat16))
+    assert result["status"] == "ok" and result["faces"][0]["box"] == pipe(photos["one"])["faces"][0]["box"]
+
+
 def test_paths_arrays_and_tensors_give_the_same_result_as_the_pil_image(pipe, photos, tmp_path):
     path = tmp_path / "astronaut.png"
     photos["one"].save(path)
@@ -208,7 +223,9 @@ def test_add_pipeline_to_config_adds_the_task_and_keeps_other_entries(model):
 def test_add_pipeline_to_folder_writes_the_task_and_copies_the_code(tiny_model_dir, tmp_path):
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     written = add_pipeline_to_folder(folder)
-    assert {p.name for p in written} == {"config.json", "pipeline_grefel.py", "face_detection_grefel.py"}
+    assert {p.name for p in written} == {
+        "config.json", "pipeline_grefel.py", "face_detection_grefel.py", "image_input_grefel.py"
+    }
     config = json.loads((folder / "config.json").read_text())
     assert config["custom_pipelines"][TASK]["impl"] == "pipeline_grefel.FacialExpressionPipeline"
     assert config["custom_pipelines"][TASK]["pt"] == ["AutoModelForImageClassification"]
@@ -219,7 +236,8 @@ def test_pipeline_save_pretrained_writes_a_folder_loadable_by_task(pipe, tmp_pat
     pipe.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["custom_pipelines"][TASK]["impl"] == "pipeline_grefel.FacialExpressionPipeline"
-    for name in ("pipeline_grefel.py", "face_detection_grefel.py", "preprocessor_config.json", "model.safetensors"):
+    for name in ("pipeline_grefel.py", "face_detection_grefel.py", "image_input_grefel.py", "preprocessor_config.json",
+                 "model.safetensors"):
         assert (tmp_path / name).is_file(), name
 
 
