@@ -44,6 +44,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
 
 from modeling_grefel.configuration_grefel import EXPRESSIONS
+from modeling_grefel.image_input_grefel import ImageInputError, read_rgb_image
 
 NAMED_SOURCES = ("ferplus", "rafdb", "fer2013", "imagefolder", "synthetic")
 """Names `load_fer_dataset` treats as built-in sources; any other name is a `load_from_disk` folder or a Hub id."""
@@ -959,9 +960,12 @@ class SafeImageLoader:
     """Decodes an example's image to an RGB `PIL.Image`, or returns None and records why.
 
     Takes an example dict (its ``image_column`` entry is decoded, its optional ``__key__`` names it) or an image
-    itself: a `PIL.Image`, a file path, raw bytes, a `datasets` ``{"bytes", "path"}`` dict or a uint8 array.
-    Unreadable, truncated, missing or non-image inputs are recorded in `skipped` as ``(key, reason)``, the key being
-    the given one, else the image's path, else its running number. Each data loader worker holds its own copy, so
+    itself: anything `modeling_grefel.image_input_grefel.read_image` reads (a file path, raw bytes, a `datasets`
+    ``{"bytes", "path"}`` dict, a `PIL.Image`, an array or tensor), read exactly as the image processor, the pipeline
+    and the Space read it (EXIF orientation applied, 16-bit scaled, transparency on white, files above
+    ``MAX_PIXELS`` refused). Unreadable, truncated, missing or non-image inputs are recorded in `skipped` as
+    ``(key, reason)``, the reason being the reader's sentence, the key the given one, else the image's path, else its
+    running number. Each data loader worker holds its own copy, so
     totals across workers come from what `collate_images` returns per batch. Truncated files are refused only while
     ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is False (PIL's default; this class leaves that global alone).
     """
@@ -980,29 +984,12 @@ class SafeImageLoader:
         path = item.get("path") if isinstance(item, dict) else item if isinstance(item, str | Path) else None
         key = key if key is not None else str(path) if path else self.num_seen - 1
         try:
-            decoded = self._open(item)
-            decoded.load()  # PIL decodes lazily: force it here so truncation is caught now
-            return decoded if decoded.mode == "RGB" else decoded.convert("RGB")
-        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+            return read_rgb_image(item)
+        except ImageInputError as err:
+            self.skipped.append((key, str(err)))
+        except Exception as err:  # a decoder failing in a way the reader does not foresee costs one sample, not the run
             self.skipped.append((key, f"{type(err).__name__}: {err}"))
-            return None
-
-    @staticmethod
-    def _open(image: Any) -> PIL.Image.Image:
-        if isinstance(image, PIL.Image.Image):
-            return image
-        if isinstance(image, np.ndarray):
-            return PIL.Image.fromarray(image)
-        if isinstance(image, bytes | bytearray):
-            return PIL.Image.open(io.BytesIO(image))
-        if isinstance(image, str | Path):
-            return PIL.Image.open(image)
-        if isinstance(image, dict):
-            if image.get("bytes") is not None:
-                return PIL.Image.open(io.BytesIO(image["bytes"]))
-            if image.get("path"):
-                return PIL.Image.open(image["path"])
-        raise TypeError(f"expected a PIL image, path, bytes or {{'bytes', 'path'}} dict, got {type(image).__name__}")
+        return None
 
     def summary(self) -> str:
         """``"skipped 2 of 64 images: a.jpg (OSError: ...); ..."``, for the end-of-training log."""

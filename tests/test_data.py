@@ -457,7 +457,8 @@ def test_safe_loader_skips_truncated_and_non_image_files(bad_files):
     results = [loader(str(good)), loader({"bytes": None, "path": str(truncated)}), loader(str(not_image))]
     assert results[0].mode == "RGB" and results[1] is None and results[2] is None
     assert [key for key, _ in loader.skipped] == [str(truncated), str(not_image)]
-    assert "truncated" in loader.skipped[0][1].lower() and "UnidentifiedImageError" in loader.skipped[1][1]
+    assert "could not be decoded" in loader.skipped[0][1] and "truncated" in loader.skipped[0][1]
+    assert loader.skipped[1][1] == f"{str(not_image)!r} is not an image file PIL can read; pass a JPEG, PNG, WebP, GIF, BMP or TIFF image."
     assert loader.summary().startswith("skipped 2 of 3 images")
 
 
