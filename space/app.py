@@ -21,12 +21,14 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 import base64  # noqa: E402
-import io  # noqa: E402
+import binascii  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import urllib.parse  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -46,11 +48,10 @@ from explain import METHODS, explain_face  # noqa: E402
 LOGGER = logging.getLogger("emotionnet.space")
 
 DEFAULT_MODEL = "outputs/synthetic-default"
-# The demo refuses images above this many pixels, from the file header, instead of decoding them (a 20000x20000
-# upload would need 1.2 GB of RAM). This check replaces PIL's own decompression-bomb limit, whose error names neither
-# the image's size nor the limit.
-MAX_PIXELS = 40_000_000
-PIL.Image.MAX_IMAGE_PIXELS = None
+# Uploads are read by the model's own image reader (image_input_grefel.py, next to its pipeline), the one the image
+# processor, the pipeline and training use, so the page accepts and refuses exactly what they do; it refuses images
+# above its MAX_PIXELS from the file header, and PIL's decompression-bomb guard stays on for anything larger.
+UNTRAINED_WARNING = "UNTRAINED MODEL: predictions are random"
 # Photos are analysed at most this large: face detection and drawing cost grow with the pixel count, accuracy does not.
 MAX_SIDE = 1600
 MAX_FILE_SIZE = "50mb"
@@ -68,6 +69,7 @@ class LoadedModel:
     model: torch.nn.Module
     processor: Any
     pipeline: Any
+    image_input: Any  # the image_input_grefel module next to the pipeline's code
     source: str
     training_data: str
     trained: bool
@@ -124,10 +126,23 @@ def _pipeline_class(reference: str, folder: Path | None):
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     try:
-        return get_class_from_dynamic_module("pipeline_grefel.FacialExpressionPipeline", str(folder or reference))
-    except Exception as error:  # older model folders lack the pipeline file: use the checkout's copy
-        LOGGER.info("The model at %s ships no pipeline_grefel.py (%s); using the checkout's.", reference, error)
+        pipeline_class = get_class_from_dynamic_module(
+            "pipeline_grefel.FacialExpressionPipeline", str(folder or reference)
+        )
+        image_input_module(pipeline_class)
+        return pipeline_class
+    except Exception as error:  # older model folders lack the pipeline or the image reader: use the checkout's
+        LOGGER.info(
+            "The model at %s ships no pipeline_grefel.py or image_input_grefel.py (%s); using the checkout's.",
+            reference, error,
+        )
     return _checkout_pipeline_class(reference)
+
+
+def image_input_module(pipeline_class: type):
+    """The `image_input_grefel` module next to the pipeline's (the model's remote code, or the checkout's package)."""
+    package = pipeline_class.__module__.rpartition(".")[0]
+    return importlib.import_module(f"{package}.image_input_grefel")
 
 
 def _checkout_pipeline_class(reference: str):
@@ -184,17 +199,23 @@ def load_model(reference: str | None = None) -> LoadedModel:
             source = str(folder or reference)
             model = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=True).eval()
             processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
-            pipeline = _pipeline_class(reference, folder)(model=model, image_processor=processor)
+            pipeline_class = _pipeline_class(reference, folder)
+            pipeline = pipeline_class(model=model, image_processor=processor)
             results = _read_results(reference, folder)
             LOGGER.info("Loaded model %s.", source)
-            return LoadedModel(model, processor, pipeline, source, describe_training_data(results), True, "", results)
+            return LoadedModel(
+                model, processor, pipeline, image_input_module(pipeline_class), source,
+                describe_training_data(results), True, "", results,
+            )
         except Exception as error:  # the app must start anyway; the banner carries the reason
             problem = f"The model `{reference}` could not be loaded: {error}"
     LOGGER.warning("%s Serving a randomly initialised tiny model instead: its predictions mean nothing.", problem)
     model, processor = _untrained_model()
-    pipeline = _checkout_pipeline_class("the untrained fallback")(model=model, image_processor=processor)
+    pipeline_class = _checkout_pipeline_class("the untrained fallback")
+    pipeline = pipeline_class(model=model, image_processor=processor)
     return LoadedModel(
-        model, processor, pipeline, "randomly initialised GReFELConfig.tiny()", "none (untrained)", False, problem
+        model, processor, pipeline, image_input_module(pipeline_class), "randomly initialised GReFELConfig.tiny()",
+        "none (untrained)", False, problem,
     )
 
 
@@ -203,61 +224,68 @@ class UploadError(ValueError):
     """An upload the demo cannot analyse; the message is shown to the user as is."""
 
 
-def read_photo(path: str | os.PathLike | io.BytesIO | None, max_pixels: int = MAX_PIXELS) -> tuple[PIL.Image.Image, list[str]]:
-    """Open an uploaded file as an RGB photo no larger than `MAX_SIDE`, with notes on what was changed.
+def read_photo(source: Any, image_input: Any, name: str | None = None) -> tuple[PIL.Image.Image, list[str]]:
+    """Read an upload as an RGB photo no larger than `MAX_SIDE`, with notes on what was changed.
 
-    Raises `UploadError` with a sentence for the user when the file is not a readable image or is too large.
+    `source` is anything the model's image reader `image_input` (the `image_input_grefel` module) reads, usually the
+    uploaded file's path; `name` is how messages call it (default: the file's own name, not the server's temporary
+    path). Raises `UploadError` with the reader's sentence when it refuses the upload.
     """
-    if path is None:
+    if source is None:
         raise UploadError("No image: upload a photo, take one with the webcam or pick an example.")
-    name = Path(getattr(path, "name", None) or path).name
+    if name is None and isinstance(source, (str, os.PathLike)):
+        name = Path(source).name
     notes = []
     try:
-        image = PIL.Image.open(path)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise UploadError(
-                f"'{name}' is {width}x{height} pixels ({width * height / 1e6:.0f} MP), above this demo's limit of "
-                f"{max_pixels / 1e6:.0f} MP; downscale it and upload it again."
-            )
-        frames = getattr(image, "n_frames", 1)
-        if frames > 1:
-            image.seek(0)
-            notes.append(f"animated image with {frames} frames: the first frame is analysed")
-        image.load()
-        image = PIL.ImageOps.exif_transpose(image).convert("RGB")
-    except UploadError:
-        raise
-    except PIL.UnidentifiedImageError:
-        raise UploadError(
-            f"'{name}' is not an image this demo can read; upload a JPEG, PNG, WebP, GIF, BMP or TIFF photo."
-        ) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise UploadError(
-            f"'{name}' could not be decoded ({error}); the file may be truncated or corrupt: re-save it and try again."
-        ) from None
+        if image_input.is_file_source(source):
+            with image_input.open_image(source, name=name) as opened:
+                frames = getattr(opened, "n_frames", 1)
+                image = image_input.read_rgb_image(opened, name=name)
+            if frames > 1:
+                notes.append(f"animated image with {frames} frames: the first frame is analysed")
+        else:
+            image = image_input.read_rgb_image(source, name=name)
+    except image_input.ImageInputError as error:
+        raise UploadError(str(error)) from None
     if max(image.size) > MAX_SIDE:
         original = image.size
-        image.thumbnail((MAX_SIDE, MAX_SIDE), PIL.Image.BILINEAR)
+        image = PIL.ImageOps.contain(image, (MAX_SIDE, MAX_SIDE), PIL.Image.Resampling.BILINEAR)
         notes.append(f"downscaled from {original[0]}x{original[1]} to {image.size[0]}x{image.size[1]}")
     return image, notes
 
 
-def payload_photo(payload: dict | str | None) -> tuple[PIL.Image.Image, list[str]]:
+def data_url_bytes(url: str) -> bytes:
+    """The bytes a `data:` URL carries (RFC 2397: `data:[<mediatype>][;base64],<data>`), as the webcam sends photos."""
+    header, comma, data = url.partition(",")
+    if not comma:
+        raise UploadError(
+            "The image arrived as a data URL with no data (nothing after 'data:...,'); take the photo again or "
+            "upload it as a file."
+        )
+    if not header.endswith(";base64"):
+        return urllib.parse.unquote_to_bytes(data)
+    try:
+        return base64.b64decode(data, validate=True)
+    except binascii.Error as error:
+        raise UploadError(
+            f"The image arrived as a data URL whose base64 data is broken ({error}); take the photo again or upload "
+            "it as a file."
+        ) from None
+
+
+def payload_photo(payload: dict | str | None, image_input: Any) -> tuple[PIL.Image.Image, list[str]]:
     """`read_photo` on what the browser or API sent for an image input (the event runs with `preprocess=False`).
 
     Gradio's own preprocessing would open every upload with PIL before the event function runs, and a text file or
-    a corrupt image would end in a bare library error; here the payload (already checked to be an uploaded file)
-    goes to `read_photo`, which explains what is wrong.
+    a corrupt image would end in a bare library error; here the payload (an uploaded file's path, or the webcam's
+    data URL) goes to `read_photo`, which explains what is wrong.
     """
     if isinstance(payload, dict):
         url = payload.get("url") or ""
         if not payload.get("path") and url.startswith("data:"):
-            data = io.BytesIO(base64.b64decode(url.split(",", 1)[1]))
-            data.name = "webcam image"
-            return read_photo(data)
+            return read_photo(data_url_bytes(url), image_input, name="webcam image")
         payload = payload.get("path")
-    return read_photo(payload)
+    return read_photo(payload, image_input)
 
 
 # ----------------------------------------------------------------------------------------------- drawing
@@ -368,23 +396,25 @@ class EmotionApp:
     def predict(self, photo: dict | str | None):
         """Photo tab: annotated image, status text, one probability block per face (up to 4), every face as JSON.
 
-        `photo` is the raw image payload (the event runs with `preprocess=False`) or a file path.
+        `photo` is the raw image payload (the event runs with `preprocess=False`) or a file path. The JSON result
+        carries `model_trained`, and a `warning` when the model is the untrained fallback, so that API clients, who
+        never see the page's banner, know when the predictions mean nothing.
         """
         hidden = [gr.Label(value=None, visible=False) for _ in range(MAX_FACES_SHOWN)]
         if photo is None:
             return None, "Upload a photo, take one with the webcam, or pick an example below.", *hidden, None
         try:
-            image, notes = payload_photo(photo)
+            image, notes = payload_photo(photo, self.loaded.image_input)
         except UploadError as error:
             gr.Warning(str(error))
-            return None, f"**Could not use this upload.** {error}", *hidden, {"status": "error", "message": str(error)}
+            return None, f"**Could not use this upload.** {error}", *hidden, self._api_result("error", str(error))
         try:
-            result = self.analyse(image)
+            result = self._api_result(**self.analyse(image))
         except Exception as error:  # the server keeps serving; the user gets the reason
             LOGGER.exception("Analysis failed")
             message = f"The analysis failed: {error}"
             gr.Warning(message)
-            return image, f"**Error.** {message}", *hidden, {"status": "error", "message": message}
+            return image, f"**Error.** {message}", *hidden, self._api_result("error", message)
         faces = result.get("faces", [])
         labels = list(hidden)
         for i, face in enumerate(faces[:MAX_FACES_SHOWN]):
@@ -395,6 +425,13 @@ class EmotionApp:
         if result.get("status") == "no_face":
             gr.Warning("No face found in this image.")
         return draw_faces(image, faces), status, *labels, result
+
+    def _api_result(self, status: str, message: str, faces: list[dict] | None = None) -> dict:
+        """The Photo tab's JSON: the pipeline's {status, faces, message} plus whether the model is trained."""
+        result = {"status": status, "faces": faces or [], "message": message, "model_trained": self.loaded.trained}
+        if not self.loaded.trained:
+            result["warning"] = f"{UNTRAINED_WARNING}. {self.loaded.problem}"
+        return result
 
     @staticmethod
     def _photo_status(result: dict, faces: list[dict], notes: list[str]) -> str:
@@ -419,7 +456,7 @@ class EmotionApp:
         tracker = tracker or FaceTracker(alpha=alpha)
         tracker.alpha = float(alpha)
         start = time.perf_counter()
-        image = PIL.Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB")
+        image = self.loaded.image_input.read_rgb_image(frame, name="the webcam frame")
         if max(image.size) > 640:
             image.thumbnail((640, 640), PIL.Image.BILINEAR)
         result = self.analyse(image)
@@ -443,7 +480,7 @@ class EmotionApp:
         if method not in METHODS:
             return None, empty_table, f"**Unknown method {method!r}:** choose one of {', '.join(METHODS)}."
         try:
-            image, _ = payload_photo(photo)
+            image, _ = payload_photo(photo, self.loaded.image_input)
         except UploadError as error:
             gr.Warning(str(error))
             return None, empty_table, f"**Could not use this upload.** {error}"
@@ -483,7 +520,7 @@ def header_markdown(loaded: LoadedModel) -> str:
     )
     if not loaded.trained:
         text = (
-            "## ⚠️ UNTRAINED MODEL: predictions are random\n"
+            f"## ⚠️ {UNTRAINED_WARNING}\n"
             f"{loaded.problem}\n\n" + text
         )
     return text
@@ -585,17 +622,19 @@ if __name__ == "__main__":
 
 __all__ = [
     "DEFAULT_MODEL",
-    "MAX_PIXELS",
     "MAX_SIDE",
     "EmotionApp",
     "FaceTracker",
     "LoadedModel",
+    "UNTRAINED_WARNING",
     "UploadError",
     "box_iou",
     "build_demo",
+    "data_url_bytes",
     "describe_training_data",
     "draw_faces",
     "header_markdown",
+    "image_input_module",
     "load_model",
     "payload_photo",
     "read_photo",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib.util
 import io
@@ -62,8 +63,16 @@ def explain_module():
     return _import_space_module("explain")
 
 
+@pytest.fixture(scope="module")
+def image_input():
+    """The image reader the Space gets from the model's remote code; in the checkout, modeling_grefel's."""
+    from modeling_grefel import image_input_grefel
+
+    return image_input_grefel
+
+
 # ----------------------------------------------------------------------------------------------- bad files
-def write_huge_png(path: Path, side: int = 20000) -> Path:
+def write_huge_png(path: Path, side: int = 8000) -> Path:
     """A valid 1-bit `side` x `side` PNG (all black) of a few tens of kilobytes, without building it in memory."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -91,34 +100,69 @@ def write_animated_gif(path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- reading uploads
-def test_read_photo_refuses_a_text_file_naming_it(app_module, tmp_path):
+def test_read_photo_refuses_a_text_file_naming_it(app_module, image_input, tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not a photo")
-    with pytest.raises(app_module.UploadError, match="'notes.txt' is not an image"):
-        app_module.read_photo(path)
+    with pytest.raises(app_module.UploadError, match="^'notes.txt' is not an image"):
+        app_module.read_photo(path, image_input)
 
 
-def test_read_photo_refuses_a_huge_image_before_decoding_it(app_module, tmp_path):
+def test_read_photo_refuses_a_huge_image_before_decoding_it(app_module, image_input, tmp_path):
     path = write_huge_png(tmp_path / "huge.png")
-    with pytest.raises(app_module.UploadError, match="20000x20000 pixels"):
-        app_module.read_photo(path)
+    with pytest.raises(app_module.UploadError, match=r"8000x8000 pixels \(64 MP\), above the limit of 40 MP"):
+        app_module.read_photo(path, image_input)
 
 
-def test_read_photo_refuses_a_truncated_jpeg(app_module, tmp_path):
-    with pytest.raises(app_module.UploadError, match="truncated or corrupt"):
-        app_module.read_photo(write_truncated_jpeg(tmp_path / "cut.jpg"))
+def test_read_photo_refuses_an_image_beyond_pils_own_guard_with_the_same_sentence(app_module, image_input, tmp_path):
+    path = write_huge_png(tmp_path / "huge.png", side=20000)
+    with pytest.raises(app_module.UploadError, match=r"'huge.png' is more than \d+ MP, above the limit of 40 MP"):
+        app_module.read_photo(path, image_input)
 
 
-def test_read_photo_takes_the_first_frame_of_an_animated_gif(app_module, tmp_path):
-    image, notes = app_module.read_photo(write_animated_gif(tmp_path / "anim.gif"))
+def test_the_space_leaves_pils_decompression_bomb_guard_on(app_module):
+    # Issue 12.1: the Space used to set PIL.Image.MAX_IMAGE_PIXELS = None for the whole process.
+    assert PIL.Image.MAX_IMAGE_PIXELS is not None and PIL.Image.MAX_IMAGE_PIXELS > 0
+
+
+def test_read_photo_refuses_a_truncated_jpeg(app_module, image_input, tmp_path):
+    with pytest.raises(app_module.UploadError, match="'cut.jpg' could not be decoded .* damaged or incomplete"):
+        app_module.read_photo(write_truncated_jpeg(tmp_path / "cut.jpg"), image_input)
+
+
+def test_read_photo_takes_the_first_frame_of_an_animated_gif(app_module, image_input, tmp_path):
+    image, notes = app_module.read_photo(write_animated_gif(tmp_path / "anim.gif"), image_input)
     assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 0, 0)
     assert notes == ["animated image with 3 frames: the first frame is analysed"]
 
 
-def test_read_photo_downscales_large_photos(app_module, tmp_path):
+def test_read_photo_scales_a_16bit_png_instead_of_clipping_it(app_module, image_input, tmp_path):
+    # Issue 10.6: the Space read 16-bit greyscale with PIL's convert("RGB"), which clips at 255 (near-white).
+    values = np.asarray(PIL.Image.open(EXAMPLES / "astronaut.jpg").convert("L"), dtype=np.uint16) * 257
+    PIL.Image.fromarray(values).save(tmp_path / "grey16.png")
+    image, _ = app_module.read_photo(tmp_path / "grey16.png", image_input)
+    np.testing.assert_allclose(np.asarray(image)[:, :, 0], values / 257, atol=1)
+
+
+def test_a_data_url_without_data_is_refused_with_a_sentence(app_module, image_input):
+    # Issue 10.6: this used to raise IndexError("list index out of range").
+    with pytest.raises(app_module.UploadError, match=r"data URL with no data"):
+        app_module.payload_photo({"path": None, "url": "data:image/png;base64"}, image_input)
+    with pytest.raises(app_module.UploadError, match=r"base64 data is broken"):
+        app_module.payload_photo({"path": None, "url": "data:image/png;base64,abc"}, image_input)
+
+
+def test_a_webcam_data_url_is_read(app_module, image_input):
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (4, 3), "red").save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    image, _ = app_module.payload_photo({"path": None, "url": url}, image_input)
+    assert image.size == (4, 3) and image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_read_photo_downscales_large_photos(app_module, image_input, tmp_path):
     path = tmp_path / "wide.png"
     PIL.Image.new("RGB", (4000, 1000), "white").save(path)
-    image, notes = app_module.read_photo(path)
+    image, notes = app_module.read_photo(path, image_input)
     assert image.size == (app_module.MAX_SIDE, app_module.MAX_SIDE // 4)
     assert "downscaled from 4000x1000" in notes[0]
 
@@ -197,6 +241,27 @@ def test_a_missing_model_folder_falls_back_to_an_untrained_model_with_a_banner(a
     loaded = app_module.load_model(str(tmp_path / "no-such-model"))
     assert not loaded.trained and "no-such-model" in loaded.problem
     assert "UNTRAINED MODEL" in app_module.header_markdown(loaded)
+
+
+def test_the_api_json_says_when_predictions_come_from_an_untrained_model(app_module, tmp_path):
+    # Issue 10.6: only the page's banner said so; an API client got plain predictions.
+    app = app_module.EmotionApp(app_module.load_model(str(tmp_path / "no-such-model")))
+    *_, result = app.predict(str(EXAMPLES / "astronaut.jpg"))
+    assert result["status"] == "ok" and result["model_trained"] is False
+    assert result["warning"].startswith("UNTRAINED MODEL: predictions are random") and "no-such-model" in result["warning"]
+    (tmp_path / "notes.txt").write_text("not a photo")
+    *_, refused = app.predict(str(tmp_path / "notes.txt"))
+    assert refused["status"] == "error" and refused["model_trained"] is False and "warning" in refused
+
+
+def test_a_16bit_png_upload_finds_the_face_the_pipeline_finds(app_module, space_model_dir, tmp_path):
+    # Issue 10.6: the page said "No face found" for a 16-bit greyscale PNG the pipeline handled.
+    values = np.asarray(PIL.Image.open(EXAMPLES / "astronaut.jpg").convert("L"), dtype=np.uint16) * 257
+    PIL.Image.fromarray(values).save(tmp_path / "grey16.png")
+    app = app_module.EmotionApp(app_module.load_model(str(space_model_dir)))
+    _, status, *_, result = app.predict(str(tmp_path / "grey16.png"))
+    assert "1 face found" in status and result["model_trained"] is True and "warning" not in result
+    assert result["faces"][0]["box"] == app.loaded.pipeline(str(tmp_path / "grey16.png"))["faces"][0]["box"]
 
 
 def test_the_page_names_the_model_and_its_training_data(app_module, space_model_dir):
@@ -295,7 +360,7 @@ def test_server_explains_a_bad_upload_and_keeps_serving(client, tmp_path):
 
 def test_server_refuses_a_huge_image_with_a_message(client, tmp_path):
     status, _, _ = predict(client, write_huge_png(tmp_path / "huge.png"))
-    assert "20000x20000 pixels" in status and "downscale it" in status
+    assert "8000x8000 pixels" in status and "downscale it" in status
 
 
 def test_server_explains_a_face_with_its_nearest_anchors(client):
