@@ -2,6 +2,7 @@
 
 from .configuration_grefel import EXPRESSIONS, EXPRESSIONS_7, GReFELConfig, expression_id2label
 from .face_detection_grefel import FaceBox, FaceDetector
+from .image_input_grefel import ImageInputError, read_image, read_rgb_image
 from .image_processing_grefel import GReFELImageProcessor
 from .loss_grefel import GReFELLoss
 from .modeling_grefel import (
@@ -31,7 +32,10 @@ __all__ = [
     "GReFELModel",
     "GReFELModelOutput",
     "GReFELPreTrainedModel",
+    "ImageInputError",
     "add_pipeline_to_folder",
     "expression_id2label",
+    "read_image",
+    "read_rgb_image",
     "register_pipeline",
 ]
