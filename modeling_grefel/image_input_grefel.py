@@ -95,14 +95,14 @@ def open_image(source: Any, name: str | None = None, max_pixels: int = MAX_PIXEL
             )
         if not os.path.isfile(path):
             raise ImageInputError(f"{name or path!r} is not an existing file; check the path.")
-        subject, opener = repr(name or path), path
+        opener = path
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        subject, opener = repr(name) if name else f"the image data ({len(source)} bytes)", io.BytesIO(source)
+        opener = io.BytesIO(source)
     elif callable(getattr(source, "read", None)):
-        label = name or getattr(source, "name", None)
-        subject, opener = repr(os.fsdecode(label)) if label else "the image file", source
+        opener = source
     else:
         raise ImageInputError(f"got {_type_name(source)}, which is not an image file; pass {ACCEPTED}.")
+    subject = _file_subject(source, name)
 
     try:
         opened = PIL.Image.open(opener)
@@ -121,6 +121,18 @@ def open_image(source: Any, name: str | None = None, max_pixels: int = MAX_PIXEL
         opened.close()
         raise ImageInputError(_too_large(subject, f"{width}x{height} pixels ({width * height / 1e6:.0f} MP)", max_pixels))
     return opened
+
+
+def _file_subject(source: Any, name: str | None) -> str:
+    """How messages call a file source: its name or path quoted, else what it is."""
+    if isinstance(source, dict):
+        source = source["bytes"] if source.get("bytes") is not None else source["path"]
+    label = name or (source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None))
+    if label:
+        return repr(os.fsdecode(label))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"the image data ({len(source)} bytes)"
+    return "the image file"
 
 
 def _too_large(subject: str, size: str, max_pixels: int) -> str:
@@ -183,7 +195,7 @@ def read_image(
         return _array_to_canonical(image, name or "the array", convert_rgb, channels_first, False)
     if is_file_source(image):
         with open_image(image, name=name) as opened:
-            return _pil_to_canonical(opened, _pil_subject(opened, name), convert_rgb)
+            return _pil_to_canonical(opened, _file_subject(image, name), convert_rgb)
     raise ImageInputError(f"got {_type_name(image)} instead of an image; pass {ACCEPTED}.")
 
 
