@@ -1,4 +1,5 @@
-"""Reusable pieces of `scripts/train.py`: recipes, the model and its schedule, checkpoints, batching, outputs."""
+"""Reusable pieces of `scripts/train.py`: recipes, the model and its schedule, checkpoints, stopping on a signal,
+batching, outputs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -61,6 +64,8 @@ CHECKPOINT_PATTERN = re.compile(r"^(step|epoch)_(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 # Written last by a finished run (scripts/train.py): its presence marks the output folder as complete.
 RESULTS_FILE = "all_results.json"
+# Signals that ask a training run to checkpoint and stop (`StopRequest`): `kill -TERM`, schedulers, launchers; Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Endings of the files in a checkpoint folder that hold pickles (accelerate's optimizer.bin, random_states_N.pkl, ...).
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
 
@@ -300,6 +305,66 @@ def load_checkpoint(accelerator, folder: Path, scheduler) -> dict:
     return state
 
 
+# ------------------------------------------------------------------------------------------------- stopping
+class StopRequest:
+    """SIGTERM and SIGINT (Ctrl-C) ask the training loop to stop between two optimizer steps, checkpoint and exit.
+
+    Used as a context manager around the loop. The handlers only record the first signal; the loop asks
+    `agreed_signal` after each optimizer step, so the step under way finishes and the checkpoint holds a state that
+    an uninterrupted run also passes through. After the first signal, a second SIGINT ends the process at once (the
+    default action, no checkpoint); further SIGTERMs are ignored, since launchers and schedulers forward the one they
+    got and SIGKILL is what forces. Outside the main thread no handler can be set, and signals keep their defaults.
+    """
+
+    def __init__(self, *, announce: bool = True) -> None:
+        self.signal: signal.Signals | None = None
+        self.announce = announce
+        self._previous: dict[signal.Signals, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _record(self, signum: int, frame) -> None:
+        if self.signal is not None:
+            return
+        self.signal = signal.Signals(signum)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if self.announce:
+            # os.write, not print: the handler may interrupt a write of tqdm's to the same stream.
+            os.write(2, f"\n{self.signal.name} received: stopping after the current optimizer step, then saving a "
+                        "checkpoint (Ctrl-C again stops at once, without one).\n".encode())
+
+    def agreed_signal(self, accelerator) -> signal.Signals | None:
+        """The stop signal if this process or any other got one, else None; every process gets the same answer.
+
+        A collective under DDP (each process sends its signal number, the largest wins): every process must call it
+        at the same step, so that all stop together and none waits forever in the next step's all-reduce.
+        """
+        number = int(self.signal or 0)
+        if accelerator.num_processes > 1:
+            number = int(accelerator.gather(torch.tensor([number], device=accelerator.device)).max())
+        return signal.Signals(number) if number else None
+
+
+def leave_process_group(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: each loader worker moves to a process group of its own.
+
+    Ctrl-C and `kill -- -PGID` signal the training process's group; a worker ended by them would fail the next batch
+    before the training process could checkpoint. Ignoring the signals instead would also ignore the SIGTERM with
+    which the DataLoader and multiprocessing end a worker at exit, which then hangs. Workers still end with the
+    training process: it shuts them down on exit, and they quit when they find it gone.
+    """
+    os.setpgid(0, 0)
+
+
 def save_pretrained_atomic(accelerator, model, processor, folder: Path) -> None:
     """Save the unwrapped model and its processor to a temporary folder beside `folder`, then rename it into place.
 
@@ -351,10 +416,13 @@ __all__ = [
     "EvalCollator",
     "TrainCollator",
     "CheckpointError",
+    "STOP_SIGNALS",
+    "StopRequest",
     "build_model",
     "build_optimizer",
     "build_processor",
     "check_checkpoint_files",
+    "leave_process_group",
     "list_checkpoints",
     "load_checkpoint",
     "lr_factor",

@@ -9,6 +9,8 @@ embedded synthetic-faces default.
     accelerate launch --multi_gpu --num_processes 2 scripts/train.py --cpu      # two-process DDP on a CPU
     accelerate launch scripts/train.py --resume_from_checkpoint latest --output_dir outputs/rafdb
 
+SIGTERM or Ctrl-C stops a run after its current optimizer step with a checkpoint to resume from (exit status 128 +
+the signal's number); signal the launcher's process group (`kill -TERM -- -PGID`), never SIGKILL the launcher alone.
 Recipes (`--recipe`) set the seed's hyper-parameters; any flag given explicitly overrides its recipe value.
 Mixed precision, gradient accumulation, FSDP/DeepSpeed come from `accelerate config` / `accelerate launch` flags.
 """
@@ -53,10 +55,12 @@ from emotionnet.training import (  # noqa: E402
     SCHEDULERS,
     CheckpointError,
     EvalCollator,
+    StopRequest,
     TrainCollator,
     build_model,
     build_optimizer,
     build_processor,
+    leave_process_group,
     load_checkpoint,
     lr_factor,
     resolve_checkpoint,
@@ -222,9 +226,9 @@ def main(argv=None) -> dict:
                           "of it.")
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                               collate_fn=train_collate, num_workers=args.num_workers, drop_last=drop_last,
-                              persistent_workers=args.num_workers > 0)
+                              persistent_workers=args.num_workers > 0, worker_init_fn=leave_process_group)
     eval_loader = DataLoader(eval_set, batch_size=args.batch_size, collate_fn=EvalCollator(loader, processor),
-                             num_workers=args.num_workers)
+                             num_workers=args.num_workers, worker_init_fn=leave_process_group)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
@@ -262,101 +266,116 @@ def main(argv=None) -> dict:
     skipped = state["skipped"]  # unreadable training images, each once: {image: reason}
     started, runtime_before = time.time(), state["train_runtime_s"]
 
-    def checkpoint(name: str):
+    def checkpoint(name: str) -> Path:
         gathered = gather_object([list(skipped.items())])  # every process's skipped images, saved by the main one
         skipped.update(entry for part in gathered for entry in part)
         state.update(scheduler=scheduler.state_dict(), train_runtime_s=runtime_before + time.time() - started)
-        save_checkpoint(accelerator, output_dir, name, state, args.checkpoints_total_limit)
+        return save_checkpoint(accelerator, output_dir, name, state, args.checkpoints_total_limit)
 
     # ---------------------------------------------------------------- train
     accelerator.print(f"Training {args.recipe} recipe on {args.dataset}: {len(train_set)} train / {len(eval_set)} "
                       f"validation images, {total_steps} steps on {accelerator.num_processes} process(es).")
     progress = tqdm(total=total_steps, initial=state["completed_steps"], disable=not accelerator.is_local_main_process)
-    stopped_early, last_loss = False, None
-    for epoch in range(state["epoch"], args.num_epochs):
-        model.train()
-        train_loader.set_epoch(epoch)
-        epoch_loader = train_loader
-        if state["epoch_batches"]:
-            epoch_loader = accelerator.skip_first_batches(train_loader, state["epoch_batches"])
-        for batch in epoch_loader:
-            # Reseeding per micro-batch makes augmentation, dropout and drop-path replay exactly on resume.
-            micro_step = epoch * batches_per_epoch + state["epoch_batches"]
-            torch.manual_seed(step_seed(args.seed, micro_step, accelerator.process_index))
-            state["epoch_batches"] += 1
-            images, labels = batch["images"], batch["labels"]
-            skipped.update((str(key), reason) for key, reason in batch["skipped"])
-            if accelerator.num_processes > 1:
-                # A batch whose images were all unreadable is skipped on every process together (DDP stays in step).
-                empty = accelerator.gather(torch.tensor([images.shape[0] == 0], device=accelerator.device))
-                if bool(empty.any()):
+    # Why training stops before its last epoch (--stop_after_steps, or SIGTERM/SIGINT), and the checkpoint it leaves.
+    stopped_by, stop_checkpoint, last_loss = None, None, None
+    with StopRequest(announce=accelerator.is_local_main_process) as stop:
+        for epoch in range(state["epoch"], args.num_epochs):
+            model.train()
+            train_loader.set_epoch(epoch)
+            epoch_loader = train_loader
+            if state["epoch_batches"]:
+                epoch_loader = accelerator.skip_first_batches(train_loader, state["epoch_batches"])
+            for batch in epoch_loader:
+                # Reseeding per micro-batch makes augmentation, dropout and drop-path replay exactly on resume.
+                micro_step = epoch * batches_per_epoch + state["epoch_batches"]
+                torch.manual_seed(step_seed(args.seed, micro_step, accelerator.process_index))
+                state["epoch_batches"] += 1
+                images, labels = batch["images"], batch["labels"]
+                skipped.update((str(key), reason) for key, reason in batch["skipped"])
+                if accelerator.num_processes > 1:
+                    # A batch whose images were all unreadable is skipped on every process together (DDP stays in step).
+                    empty = accelerator.gather(torch.tensor([images.shape[0] == 0], device=accelerator.device))
+                    if bool(empty.any()):
+                        continue
+                elif images.shape[0] == 0:
                     continue
-            elif images.shape[0] == 0:
-                continue
-            with accelerator.accumulate(model):
-                unwrapped.set_trust(state["completed_steps"], total_steps)
-                outputs = model(pixel_values=augment(images), labels=labels)
-                accelerator.backward(outputs.loss)
-                if args.max_grad_norm > 0 and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state["completed_steps"] += 1
-            completed_steps = state["completed_steps"]
-            state["trained_samples"] += images.shape[0] * accelerator.num_processes * args.gradient_accumulation_steps
-            progress.update(1)
-            last_loss = outputs.classification_loss.item()
-            log = {"train/loss": outputs.loss.item(), "train/classification_loss": last_loss,
-                   "train/anchor_loss": outputs.anchor_loss.item(), "train/center_loss": outputs.center_loss.item(),
-                   "train/lr": scheduler.get_last_lr()[0], "train/trust": unwrapped.trust, "epoch": epoch}
-            progress.set_postfix(loss=f"{log['train/loss']:.3f}")
-            if args.report_to != "none":
-                accelerator.log(log, step=completed_steps)
-            if args.checkpointing_steps.isdigit() and completed_steps % int(args.checkpointing_steps) == 0:
-                checkpoint(f"step_{completed_steps}")
-            if args.stop_after_steps and completed_steps >= args.stop_after_steps:
-                stopped_early = True
+                with accelerator.accumulate(model):
+                    unwrapped.set_trust(state["completed_steps"], total_steps)
+                    outputs = model(pixel_values=augment(images), labels=labels)
+                    accelerator.backward(outputs.loss)
+                    if args.max_grad_norm > 0 and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                state["completed_steps"] += 1
+                completed_steps = state["completed_steps"]
+                state["trained_samples"] += (images.shape[0] * accelerator.num_processes
+                                             * args.gradient_accumulation_steps)
+                progress.update(1)
+                last_loss = outputs.classification_loss.item()
+                log = {"train/loss": outputs.loss.item(), "train/classification_loss": last_loss,
+                       "train/anchor_loss": outputs.anchor_loss.item(), "train/center_loss": outputs.center_loss.item(),
+                       "train/lr": scheduler.get_last_lr()[0], "train/trust": unwrapped.trust, "epoch": epoch}
+                progress.set_postfix(loss=f"{log['train/loss']:.3f}")
+                if args.report_to != "none":
+                    accelerator.log(log, step=completed_steps)
+                if args.checkpointing_steps.isdigit() and completed_steps % int(args.checkpointing_steps) == 0:
+                    stop_checkpoint = checkpoint(f"step_{completed_steps}")
+                if args.stop_after_steps and completed_steps >= args.stop_after_steps:
+                    stopped_by = "--stop_after_steps"
+                # A collective under DDP, so every rank asks at every step and all stop at the same one.
+                stopped_by = stopped_by or stop.agreed_signal(accelerator)
+                if stopped_by:
+                    break
+            if stopped_by:
+                completed_steps = state["completed_steps"]
+                if not (args.checkpointing_steps.isdigit() and completed_steps % int(args.checkpointing_steps) == 0):
+                    stop_checkpoint = checkpoint(f"step_{completed_steps}")
                 break
-        if stopped_early:
-            completed_steps = state["completed_steps"]
-            if not (args.checkpointing_steps.isdigit() and completed_steps % int(args.checkpointing_steps) == 0):
-                checkpoint(f"step_{completed_steps}")
-            break
 
-        # ------------------------------------------------------------ evaluate
-        metrics = evaluate_model(model, eval_loader, accelerator, label_names=label_names)
-        score = metrics[f"eval_{args.metric_for_best_model}"]
-        state["history"].append({"epoch": epoch + 1, "step": state["completed_steps"],
-                                 "eval_loss": metrics.get("eval_loss"), "eval_accuracy": metrics["eval_accuracy"],
-                                 "eval_corrected_accuracy": metrics["eval_corrected_accuracy"]})
-        loss_text = f"train classification loss {last_loss:.3f}, " if last_loss is not None else ""
-        accelerator.print(f"epoch {epoch + 1}: {loss_text}accuracy {metrics['eval_accuracy']:.4f}, corrected "
-                          f"{metrics['eval_corrected_accuracy']:.4f}, macro-F1 {metrics['eval_macro_f1']:.4f} on "
-                          f"{metrics['eval_samples']} of {len(eval_set)} validation images")
-        if metrics["eval_skipped"] and not state["history"][:-1]:  # named once, at the first evaluation
-            unreadable = [(entry["image"], entry["reason"]) for entry in metrics["eval_skipped"]]
-            accelerator.print(f"Validation skips {describe_skipped(unreadable)}; they are listed in "
-                              "skipped_images.json at the end.")
-        if args.report_to != "none":
-            accelerator.log({f"eval/{k[5:]}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                            step=state["completed_steps"])
-        if state["best_metric"] is None or score > state["best_metric"]:
-            state.update(best_metric=score, best_epoch=epoch + 1)
-            save_pretrained_atomic(accelerator, model, processor, output_dir / "best")
-        # Recorded only now, after `best/` is written: a checkpoint taken before this point redoes this epoch's end.
-        state.update(epoch=epoch + 1, epoch_batches=0, metrics=metrics)
-        if args.checkpointing_steps == "epoch":
-            checkpoint(f"epoch_{epoch + 1}")
+            # ------------------------------------------------------------ evaluate
+            metrics = evaluate_model(model, eval_loader, accelerator, label_names=label_names)
+            score = metrics[f"eval_{args.metric_for_best_model}"]
+            state["history"].append({"epoch": epoch + 1, "step": state["completed_steps"],
+                                     "eval_loss": metrics.get("eval_loss"), "eval_accuracy": metrics["eval_accuracy"],
+                                     "eval_corrected_accuracy": metrics["eval_corrected_accuracy"]})
+            loss_text = f"train classification loss {last_loss:.3f}, " if last_loss is not None else ""
+            accelerator.print(f"epoch {epoch + 1}: {loss_text}accuracy {metrics['eval_accuracy']:.4f}, corrected "
+                              f"{metrics['eval_corrected_accuracy']:.4f}, macro-F1 {metrics['eval_macro_f1']:.4f} on "
+                              f"{metrics['eval_samples']} of {len(eval_set)} validation images")
+            if metrics["eval_skipped"] and not state["history"][:-1]:  # named once, at the first evaluation
+                unreadable = [(entry["image"], entry["reason"]) for entry in metrics["eval_skipped"]]
+                accelerator.print(f"Validation skips {describe_skipped(unreadable)}; they are listed in "
+                                  "skipped_images.json at the end.")
+            if args.report_to != "none":
+                accelerator.log({f"eval/{k[5:]}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                                step=state["completed_steps"])
+            if state["best_metric"] is None or score > state["best_metric"]:
+                state.update(best_metric=score, best_epoch=epoch + 1)
+                save_pretrained_atomic(accelerator, model, processor, output_dir / "best")
+            # Recorded only now, after `best/` is written: a checkpoint taken before this point redoes this epoch's end.
+            state.update(epoch=epoch + 1, epoch_batches=0, metrics=metrics)
+            if args.checkpointing_steps == "epoch":
+                stop_checkpoint = checkpoint(f"epoch_{epoch + 1}")
+            # A signal during the evaluation stops here rather than after the next step; after the last epoch only the
+            # final save is left, which the run finishes instead.
+            if epoch + 1 < args.num_epochs and (stopped_by := stop.agreed_signal(accelerator)):
+                if args.checkpointing_steps != "epoch":
+                    stop_checkpoint = checkpoint(f"epoch_{epoch + 1}")
+                break
     progress.close()
 
     # ---------------------------------------------------------------- outputs
-    if stopped_early:
-        accelerator.print(f"Stopped after {state['completed_steps']} steps as asked; resume with "
-                          f"--resume_from_checkpoint latest --output_dir {output_dir}.")
+    if stopped_by:
+        reason = "as asked" if stopped_by == "--stop_after_steps" else f"on {stopped_by.name}"
+        accelerator.print(f"Stopped after step {state['completed_steps']} of {total_steps} {reason}, with checkpoint "
+                          f"{stop_checkpoint}; resume with --resume_from_checkpoint latest --output_dir {output_dir}.")
         accelerator.end_training()
+        if stopped_by != "--stop_after_steps":
+            raise SystemExit(128 + stopped_by)  # the shell's code for "ended by this signal": `train && next` stops
         return {"completed_steps": state["completed_steps"]}
     runtime = runtime_before + time.time() - started
     skipped.update(entry for part in gather_object([list(skipped.items())]) for entry in part)

@@ -1,5 +1,6 @@
 """Resuming scripts/train.py: an interrupted run ends exactly as the uninterrupted one, a finished run is left alone,
-and nothing in a checkpoint folder is unpickled beyond tensors and numbers.
+nothing in a checkpoint folder is unpickled beyond tensors and numbers, and SIGTERM / Ctrl-C stop a run with a
+checkpoint to resume from.
 
 The runs train the tiny preset on a small image folder (48 train / 16 validation images of 8x8 pixels, 3 steps per
 epoch, 2 epochs), which loads in a fraction of the synthetic set's generation time.
@@ -8,17 +9,30 @@ epoch, 2 epochs), which loads in a fraction of the synthetic set's generation ti
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from emotionnet.training import CheckpointError, check_checkpoint_files, list_checkpoints, load_checkpoint
+from emotionnet.training import (
+    STOP_SIGNALS,
+    CheckpointError,
+    StopRequest,
+    check_checkpoint_files,
+    list_checkpoints,
+    load_checkpoint,
+)
 from tests.fixtures_data import write_imagefolder
-from tests.test_training import results_of, run
+from tests.test_training import ROOT, TRAIN, results_of, run
 
 CLASSES = ("happy", "angry", "sad", "surprised", "fearful", "disgusted", "neutral", "contempt")
 
@@ -146,3 +160,70 @@ def test_training_refuses_to_resume_from_a_checkpoint_with_a_planted_pickle(imag
     assert str(checkpoint / "custom_checkpoint_0.pkl") in result.stderr and "weights_only=True" in result.stderr
     assert "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------- stopping on a signal
+def test_a_stop_signal_is_recorded_and_the_handlers_restored_afterwards():
+    """The handler only records the signal (the loop checks it between steps); a forwarded repeat changes nothing,
+    and a second Ctrl-C gets the default action, which ends the process at once."""
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    one_process = SimpleNamespace(num_processes=1)
+    with StopRequest(announce=False) as stop:
+        assert stop.agreed_signal(one_process) is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signal == signal.SIGTERM and stop.agreed_signal(one_process) == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
+
+
+def stoppable(image_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    """48 steps of 2 images, a checkpoint every 2 steps, a DataLoader worker (Ctrl-C reaches it too)."""
+    return small(image_dir, output_dir, "--batch_size", "2", "--num_workers", "1", *extra)
+
+
+@pytest.fixture(scope="module")
+def straight_small_batches(image_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight_small_batches")
+    run(stoppable(image_dir, out))
+    return out
+
+
+def start(args: list[str], launcher: list[str] | None = None) -> subprocess.Popen:
+    """scripts/train.py in a session of its own, as a shell starts a job (its process group is its launcher's), on
+    the threads `run` gives (a bit-exact comparison needs the same float reductions)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "2")
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.Popen((launcher or [sys.executable]) + [TRAIN, *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"the run ended before {path} appeared:\n{process.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_to_the_process_group_checkpoints_and_the_resumed_run_ends_as_the_uninterrupted_one(
+        image_dir, straight_small_batches, tmp_path, sig):
+    """`kill -TERM -- -PGID` or Ctrl-C during training, once it has written a checkpoint: the step under way
+    finishes, a checkpoint of it is written, the run exits with 128 + the signal's number and says how to resume,
+    and resuming ends bit for bit as the uninterrupted run. The signal reaches the DataLoader worker too, which used
+    to end it and fail the next batch."""
+    process = start(stoppable(image_dir, tmp_path))
+    wait_for(tmp_path / "checkpoints" / "step_2", process)
+    os.killpg(process.pid, sig)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + sig, stderr[-3000:]
+    assert "Traceback" not in stderr and f"{sig.name} received: stopping after the current optimizer step" in stderr
+    stopped = re.search(rf"Stopped after step (\d+) of 48 on {sig.name}, with checkpoint (\S+);", stdout)
+    assert stopped, stdout
+    step, checkpoint = int(stopped[1]), Path(stopped[2])
+    assert 2 <= step < 48 and checkpoint.name == f"step_{step}" and checkpoint == list_checkpoints(tmp_path)[-1]
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["completed_steps"] == step
+    assert not (tmp_path / "all_results.json").exists()
+    run(stoppable(image_dir, tmp_path, "--resume_from_checkpoint", "latest"))
+    assert_same_outputs(tmp_path, straight_small_batches)
