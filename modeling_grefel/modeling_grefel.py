@@ -8,7 +8,10 @@ weight conversion is a plain prefix table (see `emotionnet.convert`).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -147,6 +150,11 @@ class GReFELIRUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.shortcut_layer, nn.MaxPool2d):
+            # A 1x1 max-pool is a strided subsample; slicing skips the pooling kernel and its index tensor (4.6% of
+            # the paper-size forward under torch.profiler on this machine's CPU).
+            stride = self.shortcut_layer.stride
+            return self.res_layer(x) + x[:, :, ::stride, ::stride]
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
@@ -288,18 +296,36 @@ class GReFELWindowCrossAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         self.proj = nn.Linear(dim, dim)
+        # The (N, N) index is computed on first use and kept per device. Not a buffer: transformers 5 builds the model
+        # on the meta device in `from_pretrained` and leaves non-persistent buffers as `torch.empty_like` for
+        # `_init_weights` to fill (modeling_utils, `_move_missing_keys_from_meta_to_device`); an attribute also keeps
+        # the state-dict keys, and so the official-weight conversion, unchanged.
+        self._index_cache: torch.Tensor | None = None
 
-    def forward(self, image: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image, query: (B_w, N, C) windows; returns the output (B_w, N, C) and attention (B_w, heads, N, N)."""
+    def relative_position_bias(self, n: int) -> torch.Tensor:
+        """(heads, N, N) additive bias gathered from the table."""
+        table = self.relative_position_bias_table
+        if self._index_cache is None or self._index_cache.device != table.device:
+            self._index_cache = relative_position_index(self.window, device=table.device).reshape(-1)
+        return table[self._index_cache].view(n, n, self.num_heads).permute(2, 0, 1)
+
+    def forward(
+        self, image: torch.Tensor, query: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """image, query: (B_w, N, C) windows; returns the output (B_w, N, C) and, with `need_weights`, the attention
+        probabilities (B_w, heads, N, N)."""
         bw, n, c = image.shape
         heads = self.num_heads
         k, v = self.kv(image).view(bw, n, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2 x (B_w, h, N, C/h)
-        q = query.view(bw, n, heads, c // heads).transpose(1, 2) * self.scale  # (B_w, h, N, C/h)
-        index = relative_position_index(self.window, device=image.device)
-        bias = self.relative_position_bias_table[index.reshape(-1)].view(n, n, heads).permute(2, 0, 1)
-        attn = (q @ k.transpose(-2, -1) + bias).softmax(dim=-1)  # (B_w, h, N, N)
-        out = (attn @ v).transpose(1, 2).reshape(bw, n, c)
-        return self.proj(out), attn
+        q = query.view(bw, n, heads, c // heads).transpose(1, 2)  # (B_w, h, N, C/h)
+        bias = self.relative_position_bias(n).to(q.dtype)
+        if need_weights:
+            attn = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1)  # (B_w, h, N, N)
+            out = attn @ v
+        else:
+            # The fused kernel never materialises the (B_w, h, N, N) probabilities.
+            attn, out = None, F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c)), attn
 
 
 class GReFELCrossAttentionBlock(nn.Module):
@@ -337,11 +363,15 @@ class GReFELSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)), attn
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)  # (B, h, N, C/h)
+        if need_weights:
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
+            out = attn @ v
+        else:
+            attn, out = None, F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c)), attn
 
 
 class GReFELFusionBlock(nn.Module):
@@ -354,8 +384,8 @@ class GReFELFusionBlock(nn.Module):
         self.mlp = GReFELMlp(dim, int(dim * config.fusion_mlp_ratio))
         self.drop_path = GReFELDropPath(drop_path_rate)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, attn = self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, attn = self.attn(self.norm1(x), need_weights)
         x = x + self.drop_path(out)
         return x + self.drop_path(self.mlp(self.norm2(x))), attn
 
@@ -387,7 +417,7 @@ class GReFELFusionViT(nn.Module):
         if hidden_states is not None:
             hidden_states.append(x)
         for block in self.blocks:
-            x, attn = block(x)
+            x, attn = block(x, need_weights=attentions is not None)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
@@ -412,6 +442,11 @@ class GReFELPreTrainedModel(PreTrainedModel):
         transformers writes `auto_map` only for the class being saved; the trunk loads from the same weights through
         `AutoModel` (the `grefel.` prefix is stripped), so it is named too, as is the facial-expression pipeline.
         """
+        if getattr(self, "inference_path", "eager") == "int8":
+            raise ValueError(
+                "This model's Linear layers were quantised to int8 by optimize_for_inference('int8'); their weights no "
+                "longer load into GReFEL. Save the model before optimising it."
+            )
         if getattr(self, "_auto_class", None) is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.setdefault("AutoModel", "modeling_grefel.GReFELModel")
@@ -464,6 +499,65 @@ class GReFELPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.pos_embed, std=std)
         elif isinstance(module, GReFELAnchorHead):
             init.normal_(module.anchors, std=self.config.anchor_init_std)
+
+
+# ----------------------------------------------------------------------------------------------- inference paths
+INFERENCE_PATHS = ("auto", "eager", "bf16", "int8", "compile")
+# `auto` takes a faster path only when its predictions agree this often with eager fp32 on the calibration batch.
+MIN_TOP1_AGREEMENT = 0.99
+
+
+def has_native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether `device` multiplies bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX.
+
+    Elsewhere PyTorch emulates bf16 on the CPU (a matrix product ran ~300x slower than fp32 on an AVX2-only EPYC,
+    issue 11), so bf16 is never chosen there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:  # not Linux: no cheap way to tell, so no bf16
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def calibration_pixel_values(config: GReFELConfig, batch: int = 8, seed: int = 0) -> torch.Tensor:
+    """A fixed batch of smooth random images (8x8 colour fields, upsampled), in the processor's value range."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, config.num_channels, 8, 8, generator=generator) * 4 - 2  # (B, C, 8, 8) in [-2, 2)
+    size = (config.image_size, config.image_size)
+    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)  # (B, C, S, S)
+
+
+def _quantize_linear_layers(module: nn.Module) -> nn.Module:
+    """`module` with every `nn.Linear` replaced by PyTorch's dynamically quantised int8 Linear (x86 fbgemm kernels)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which is no dependency of this folder.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+
+
+@torch.no_grad()
+def _time_forward(model: nn.Module, pixel_values: torch.Tensor, repeats: int = 1) -> tuple[float, torch.Tensor]:
+    """Best of `repeats` timed forwards after a warm-up call (seconds), and the top-1 predictions."""
+    top1 = model(pixel_values).logits.argmax(-1).cpu()
+    best = math.inf
+    for _ in range(repeats):
+        if pixel_values.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model(pixel_values)
+        if pixel_values.device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, top1
 
 
 # ----------------------------------------------------------------------------------------------- trunk
@@ -618,7 +712,97 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
         self.criterion = GReFELLoss(config)
         # The trust t of the reliability schedule; a plain attribute, set by the training loop through `set_trust`.
         self.trust = 0.0
+        # Set by `optimize_for_inference`; bf16 autocast applies to the trunk in eval mode only.
+        self.inference_path = "eager"
+        self.inference_report: dict | None = None
+        self._autocast_dtype: torch.dtype | None = None
         self.post_init()
+
+    def optimize_for_inference(
+        self, path: str = "auto", pixel_values: torch.Tensor | None = None
+    ) -> GReFELForImageClassification:
+        """Put the model in eval mode and switch its trunk to a faster inference path. Returns the model.
+
+        Args:
+            path (`str`, *optional*, defaults to `"auto"`): one of
+                - `"eager"`: fp32 as built (fused attention kernels; nothing else changes);
+                - `"bf16"`: the trunk under bf16 autocast, the head in fp32. Only where the device has native bf16
+                  (`has_native_bf16`), else a `ValueError`;
+                - `"int8"`: the trunk's `nn.Linear` layers dynamically quantised to int8 (CPU only; convolutions stay
+                  fp32). The model can no longer be saved;
+                - `"compile"`: the trunk through `torch.compile` (needs a C++ compiler on the CPU; the first calls
+                  compile, for minutes at the paper size). Never chosen by `"auto"` for that reason;
+                - `"auto"`: times eager and each other path this device allows on a calibration batch, and keeps the
+                  fastest whose top-1 predictions agree with eager fp32 on at least 99% of it (so all of the default
+                  8). What it measured is left in `model.inference_report`.
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
+                the calibration batch for `"auto"`; a fixed batch of 8 smooth random images when `None`. Processed
+                faces make the agreement check closer to real use.
+
+        Example:
+
+        ```python
+        >>> model = GReFELForImageClassification.from_pretrained(folder).optimize_for_inference("auto")
+        >>> model.inference_path, model.inference_report["paths"]["eager"]["seconds"]
+        ('bf16', 0.52)
+        ```
+        """
+        if path not in INFERENCE_PATHS:
+            raise ValueError(f"path must be one of {', '.join(INFERENCE_PATHS)}; got {path!r}.")
+        if self.inference_path != "eager":
+            raise ValueError(f"This model already runs the {self.inference_path!r} path; load it again to change it.")
+        self.eval()
+        device = self.grefel_head.anchors.device
+        if path == "auto":
+            path, trunk = self._measure_inference_paths(pixel_values, device)
+            self._apply_inference_path(path, trunk)
+            return self
+        if path == "bf16" and not has_native_bf16(device):
+            raise ValueError(
+                f"path='bf16' needs native bf16, and {device} has neither AVX512-BF16 nor AMX nor is a bf16 GPU: "
+                "emulated bf16 is slower than fp32. Use path='auto' or 'eager'."
+            )
+        if path == "int8" and device.type != "cpu":
+            raise ValueError(f"path='int8' (dynamic quantisation) runs on the CPU only; the model is on {device}.")
+        self._apply_inference_path(path)
+        return self
+
+    def _apply_inference_path(self, path: str, trunk: nn.Module | None = None) -> None:
+        if path == "bf16":
+            self._autocast_dtype = torch.bfloat16
+        elif path == "int8":
+            self.grefel = trunk if trunk is not None else _quantize_linear_layers(self.grefel)
+        elif path == "compile":
+            self.grefel.compile()
+        self.inference_path = path
+
+    def _measure_inference_paths(
+        self, pixel_values: torch.Tensor | None, device: torch.device
+    ) -> tuple[str, nn.Module | None]:
+        """Time every path `auto` may take on the calibration batch; return the one to use and its int8 trunk."""
+        if pixel_values is None:
+            pixel_values = calibration_pixel_values(self.config)
+        pixel_values = pixel_values.to(device)
+        eager_trunk = self.grefel
+        candidates = {"eager": (eager_trunk, None)}
+        if has_native_bf16(device):
+            candidates["bf16"] = (eager_trunk, torch.bfloat16)
+        if device.type == "cpu":
+            candidates["int8"] = (_quantize_linear_layers(copy.deepcopy(eager_trunk)), None)
+        report, predictions = {}, {}
+        for name, (trunk, dtype) in candidates.items():
+            self.grefel, self._autocast_dtype = trunk, dtype
+            try:
+                seconds, predictions[name] = _time_forward(self, pixel_values)
+            finally:
+                self.grefel, self._autocast_dtype = eager_trunk, None
+            agreement = (predictions[name] == predictions["eager"]).float().mean().item()
+            report[name] = {"seconds": seconds, "top1_agreement": agreement}
+        eligible = [name for name, entry in report.items() if entry["top1_agreement"] >= MIN_TOP1_AGREEMENT]
+        # Another path must beat eager by 5%: less is within the noise of one timed call on a shared machine.
+        best = min(eligible, key=lambda name: report[name]["seconds"] * (1.0 if name == "eager" else 1.05))
+        self.inference_report = {"chosen": best, "batch": len(pixel_values), "paths": report}
+        return best, candidates[best][0] if best == "int8" else None
 
     def set_trust(self, step: int, total_steps: int) -> float:
         """Advance the trust schedule to `step` of `total_steps` training steps and return t."""
@@ -640,11 +824,17 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
         return_dict: bool | None = None,
     ) -> GReFELImageClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        trunk = self.grefel(
-            pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-            return_dict=True,
+        autocast = (
+            torch.autocast(pixel_values.device.type, dtype=self._autocast_dtype)
+            if self._autocast_dtype is not None and not self.training else contextlib.nullcontext()
         )
-        parts = self.grefel_head(trunk.embeddings, self.trust)
+        with autocast:
+            trunk = self.grefel(
+                pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                return_dict=True,
+            )
+        embeddings = trunk.embeddings.float()  # the head (anchors, distances, confidences) always runs in fp32
+        parts = self.grefel_head(embeddings, self.trust)
         use_primary = not self.training and self.config.inference_correction == "primary"
         predicted = parts["primary_probs"] if use_primary else parts["corrected_probs"]
         logits = predicted.clamp_min(1e-12).log()
@@ -662,7 +852,7 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
         output = GReFELImageClassifierOutput(
             loss=losses.get("loss"),
             logits=logits,
-            embeddings=trunk.embeddings,
+            embeddings=embeddings,
             classification_loss=losses.get("classification_loss"),
             anchor_loss=losses.get("anchor_loss"),
             center_loss=losses.get("center_loss"),
@@ -687,4 +877,7 @@ __all__ = [
     "GReFELAnchorHead",
     "window_partition",
     "window_reverse",
+    "INFERENCE_PATHS",
+    "has_native_bf16",
+    "calibration_pixel_values",
 ]

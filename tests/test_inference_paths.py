@@ -1,0 +1,229 @@
+"""Inference paths: the lean eager forward equals the previous one, and every faster path agrees with eager fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modeling_grefel import GReFELConfig, GReFELForImageClassification
+from modeling_grefel import modeling_grefel as modeling
+from modeling_grefel.modeling_grefel import (
+    GReFELIRUnit,
+    GReFELSelfAttention,
+    GReFELWindowCrossAttention,
+    calibration_pixel_values,
+    has_native_bf16,
+    relative_position_index,
+)
+
+
+def make_model(seed: int = 0, **kwargs) -> GReFELForImageClassification:
+    torch.manual_seed(seed)
+    return GReFELForImageClassification(GReFELConfig.tiny(**kwargs)).eval()
+
+
+# The forwards as they were before the fused kernels: explicit softmax attention, the index rebuilt per call,
+# the 1x1 max-pool shortcut. The lean forward must reproduce them.
+def reference_window_attention(self, image, query, need_weights=False):
+    bw, n, c = image.shape
+    heads = self.num_heads
+    k, v = self.kv(image).view(bw, n, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+    q = query.view(bw, n, heads, c // heads).transpose(1, 2) * self.scale
+    index = relative_position_index(self.window, device=image.device)
+    bias = self.relative_position_bias_table[index.reshape(-1)].view(n, n, heads).permute(2, 0, 1)
+    attn = (q @ k.transpose(-2, -1) + bias).softmax(dim=-1)
+    return self.proj((attn @ v).transpose(1, 2).reshape(bw, n, c)), attn
+
+
+def reference_self_attention(self, x, need_weights=False):
+    b, n, c = x.shape
+    q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+    attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+    return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)), attn
+
+
+def reference_ir_unit(self, x):
+    return self.res_layer(x) + self.shortcut_layer(x)
+
+
+@pytest.fixture
+def reference_forward(monkeypatch):
+    """Switches the three modules back to the previous implementation for the rest of the test."""
+
+    def switch():
+        monkeypatch.setattr(GReFELWindowCrossAttention, "forward", reference_window_attention)
+        monkeypatch.setattr(GReFELSelfAttention, "forward", reference_self_attention)
+        monkeypatch.setattr(GReFELIRUnit, "forward", reference_ir_unit)
+
+    return switch
+
+
+@pytest.mark.parametrize("window_sizes", [(4, 4, 2), (2, 1, 1)])
+def test_lean_eager_forward_matches_the_previous_implementation(reference_forward, window_sizes):
+    model = make_model(window_sizes=window_sizes)
+    x = calibration_pixel_values(model.config, batch=3)
+    with torch.no_grad():
+        lean = model(x, output_hidden_states=True)
+        reference_forward()
+        previous = model(x, output_hidden_states=True)
+    torch.testing.assert_close(lean.logits, previous.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lean.embeddings, previous.embeddings, atol=1e-5, rtol=1e-5)
+    for a, b in zip(lean.hidden_states, previous.hidden_states):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_lean_eager_gradients_match_the_previous_implementation(reference_forward):
+    model = make_model().train()
+    x = calibration_pixel_values(model.config, batch=4)
+    labels = torch.tensor([0, 1, 2, 3])
+
+    def grads():
+        torch.manual_seed(1)  # the same drop-path draws in both runs
+        model.zero_grad()
+        model(x, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    lean = grads()
+    reference_forward()
+    previous = grads()
+    assert lean.keys() == previous.keys()
+    for name in lean:
+        torch.testing.assert_close(lean[name], previous[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_output_attentions_returns_the_explicit_probabilities(reference_forward):
+    model = make_model()
+    x = calibration_pixel_values(model.config, batch=2)
+    with torch.no_grad():
+        lean = model(x, output_attentions=True)
+        reference_forward()
+        previous = model(x, output_attentions=True)
+    assert len(lean.attentions) == model.config.fusion_depth
+    for a, b in zip(lean.attentions, previous.attentions):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:-1]))
+    torch.testing.assert_close(lean.logits, previous.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_window_attention_weights_only_on_request():
+    torch.manual_seed(0)
+    attention = GReFELWindowCrossAttention(dim=8, num_heads=2, window=3)
+    torch.nn.init.normal_(attention.relative_position_bias_table)
+    image, query = torch.randn(4, 9, 8), torch.randn(4, 9, 8)
+    fused, none = attention(image, query)
+    explicit, probs = attention(image, query, need_weights=True)
+    assert none is None and probs.shape == (4, 2, 9, 9)
+    torch.testing.assert_close(fused, explicit, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fused, reference_window_attention(attention, image, query)[0], atol=1e-6, rtol=1e-5)
+
+
+def test_relative_position_index_is_cached_and_not_in_the_state_dict():
+    model = make_model()
+    assert not any("relative_position_index" in key or "_index_cache" in key for key in model.state_dict())
+    attention = model.grefel.cross_attention[0].attention
+    with torch.no_grad():
+        model(calibration_pixel_values(model.config, batch=1))
+    cached = attention._index_cache
+    with torch.no_grad():
+        model(calibration_pixel_values(model.config, batch=1))
+    assert attention._index_cache is cached
+    torch.testing.assert_close(cached, relative_position_index(attention.window).reshape(-1))
+
+
+def test_unknown_path_is_refused():
+    with pytest.raises(ValueError, match="path must be one of auto, eager, bf16, int8, compile; got 'fp16'"):
+        make_model().optimize_for_inference("fp16")
+
+
+def test_eager_path_changes_nothing():
+    model = make_model()
+    x = calibration_pixel_values(model.config)
+    with torch.no_grad():
+        before = model(x).logits
+        after = model.optimize_for_inference("eager")(x).logits
+    assert model.inference_path == "eager"
+    torch.testing.assert_close(before, after)
+
+
+def test_bf16_is_refused_where_it_would_be_emulated(monkeypatch):
+    monkeypatch.setattr(modeling, "has_native_bf16", lambda device: False)
+    with pytest.raises(ValueError, match="needs native bf16"):
+        make_model().optimize_for_inference("bf16")
+
+
+def test_auto_never_times_bf16_where_it_would_be_emulated(monkeypatch):
+    monkeypatch.setattr(modeling, "has_native_bf16", lambda device: False)
+    model = make_model().optimize_for_inference("auto")
+    assert "bf16" not in model.inference_report["paths"]
+    assert model.inference_path in ("eager", "int8")
+
+
+def test_native_bf16_follows_the_cpu_flags(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f\n")
+    assert not has_native_bf16("cpu")
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert has_native_bf16("cpu")
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+    assert has_native_bf16("cpu")
+
+
+@pytest.mark.skipif(not has_native_bf16("cpu"), reason="this CPU has no native bf16")
+def test_bf16_path_agrees_with_eager_fp32():
+    model = make_model()
+    x = calibration_pixel_values(model.config, batch=16)
+    with torch.no_grad():
+        reference = model(x)
+        out = model.optimize_for_inference("bf16")(x)
+    assert model.inference_path == "bf16"
+    assert out.logits.dtype == torch.float32 and out.embeddings.dtype == torch.float32
+    assert (out.logits.argmax(-1) == reference.logits.argmax(-1)).float().mean() >= 0.99
+    torch.testing.assert_close(out.logits.exp(), reference.logits.exp(), atol=0.02, rtol=0)
+    model.train()  # training never runs under the inference autocast
+    assert model(x).embeddings.dtype == torch.float32
+
+
+def test_int8_path_agrees_with_eager_fp32_and_cannot_be_saved(tmp_path):
+    model = make_model()
+    x = calibration_pixel_values(model.config, batch=16)
+    with torch.no_grad():
+        reference = model(x).logits
+        out = model.optimize_for_inference("int8")(x).logits
+    assert model.inference_path == "int8"
+    assert any("quantized" in type(m).__module__ for m in model.grefel.modules())
+    assert (out.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.99
+    torch.testing.assert_close(out.exp(), reference.exp(), atol=0.02, rtol=0)
+    with pytest.raises(ValueError, match="Save the model before optimising it"):
+        model.save_pretrained(tmp_path)
+
+
+def test_auto_keeps_the_fastest_agreeing_path_and_reports_it():
+    model = make_model()
+    x = calibration_pixel_values(model.config)
+    with torch.no_grad():
+        reference = model(x).logits.argmax(-1)
+        model.optimize_for_inference("auto")
+        chosen = model(x).logits.argmax(-1)
+    report = model.inference_report
+    assert report["chosen"] == model.inference_path
+    assert set(report["paths"]) >= {"eager", "int8"}
+    assert report["paths"][model.inference_path]["top1_agreement"] >= 0.99
+    assert (chosen == reference).float().mean() >= 0.99
+    with pytest.raises(ValueError, match="already runs"):
+        model.optimize_for_inference("eager")
+
+
+@pytest.mark.slow
+def test_compile_path_matches_eager():
+    model = make_model()
+    x = calibration_pixel_values(model.config, batch=4)
+    with torch.no_grad():
+        reference = model(x).logits
+        out = model.optimize_for_inference("compile")(x).logits
+    torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
