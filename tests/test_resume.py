@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import torch
 
@@ -189,10 +190,10 @@ def straight_small_batches(image_dir, tmp_path_factory) -> Path:
     return out
 
 
-def start(args: list[str], launcher: list[str] | None = None) -> subprocess.Popen:
-    """scripts/train.py in a session of its own, as a shell starts a job (its process group is its launcher's), on
-    the threads `run` gives (a bit-exact comparison needs the same float reductions)."""
-    threads = os.environ.get("OMP_NUM_THREADS", "2")
+def start(args: list[str], launcher: list[str] | None = None, threads: str | None = None) -> subprocess.Popen:
+    """scripts/train.py in a session of its own, as a shell starts a job (its process group is its launcher's), by
+    default on the threads `run` gives (a bit-exact comparison needs the same float reductions)."""
+    threads = threads or os.environ.get("OMP_NUM_THREADS", "2")
     env = {**os.environ, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.Popen((launcher or [sys.executable]) + [TRAIN, *args], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -227,3 +228,26 @@ def test_a_signal_to_the_process_group_checkpoints_and_the_resumed_run_ends_as_t
     assert not (tmp_path / "all_results.json").exists()
     run(stoppable(image_dir, tmp_path, "--resume_from_checkpoint", "latest"))
     assert_same_outputs(tmp_path, straight_small_batches)
+
+
+@pytest.mark.slow
+def test_under_ddp_a_signal_to_one_rank_stops_every_rank_at_the_same_step(image_dir, tmp_path):
+    """Only rank 1 gets SIGTERM; rank 0 learns of it through the per-step gather, so both checkpoint the same step
+    and exit, instead of rank 0 waiting forever in the next all-reduce. The checkpoint resumes to the end."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = small(image_dir, tmp_path, "--batch_size", "2", "--cpu")  # 2 x 2 images a step: 24 steps
+    process = start(args, launcher=launcher, threads="1")
+    wait_for(tmp_path / "checkpoints" / "step_2", process)
+    ranks = {int(child.environ()["RANK"]): child for child in psutil.Process(process.pid).children()}
+    ranks[1].send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0  # the launcher reports its workers' exit status 143
+    stopped = re.search(r"Stopped after step (\d+) of 24 on SIGTERM, with checkpoint (\S+);", stdout)
+    assert stopped, stdout + stderr[-3000:]
+    step = int(stopped[1])
+    assert json.loads((Path(stopped[2]) / "trainer_state.json").read_text())["completed_steps"] == step < 24
+    assert not (tmp_path / "all_results.json").exists()
+    run(args + ["--resume_from_checkpoint", "latest"], threads=1, launcher=launcher)
+    assert results_of(tmp_path)["global_step"] == 24

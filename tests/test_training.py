@@ -173,8 +173,8 @@ def edge_args(data_dir: Path, output_dir: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def edge_run(tmp_path_factory) -> tuple[Path, Path, str]:
-    """A training set smaller than one batch (14 < 32) and 3 unreadable validation images of 14."""
-    data = edge_folder(tmp_path_factory.mktemp("edge_data"), {"val": 3})
+    """A training set smaller than one batch (14 < 32), 2 unreadable training and 3 unreadable validation images."""
+    data = edge_folder(tmp_path_factory.mktemp("edge_data"), {"train": 2, "val": 3})
     out = tmp_path_factory.mktemp("edge_run")
     return data, out, run(edge_args(data, out)).stdout
 
@@ -192,10 +192,18 @@ def test_unreadable_validation_images_are_named_and_the_scored_count_reported(ed
     assert "on 11 of 14 validation images" in stdout and str(bad[0]) in stdout
     results = results_of(out)
     assert results["eval_samples"] == 11 and results["eval_skipped_images"] == 3
-    assert results["train_skipped_images"] == 0
     listed = json.loads((out / "skipped_images.json").read_text())
-    assert sorted(entry["image"] for entry in listed) == [str(path) for path in bad]
-    assert {entry["split"] for entry in listed} == {"validation"}
+    assert sorted(entry["image"] for entry in listed if entry["split"] == "validation") == [str(path) for path in bad]
+
+
+def test_unreadable_training_images_are_skipped_counted_and_listed(edge_run):
+    data, out, stdout = edge_run
+    bad = sorted((data / "train").rglob("*.png"))[:2]
+    assert "Unreadable images skipped: 2 train, 3 validation (see skipped_images.json)" in stdout
+    assert results_of(out)["train_skipped_images"] == 2
+    listed = json.loads((out / "skipped_images.json").read_text())
+    assert sorted(entry["image"] for entry in listed if entry["split"] == "train") == [str(path) for path in bad]
+    assert all(entry["reason"] for entry in listed)
 
 
 def test_evaluate_script_reports_scored_and_unreadable_images(edge_run, tmp_path):
