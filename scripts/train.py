@@ -10,7 +10,8 @@ embedded synthetic-faces default.
     accelerate launch scripts/train.py --resume_from_checkpoint latest --output_dir outputs/rafdb
 
 SIGTERM or Ctrl-C stops a run after its current optimizer step with a checkpoint to resume from (exit status 128 +
-the signal's number); signal the launcher's process group (`kill -TERM -- -PGID`), never SIGKILL the launcher alone.
+the signal's number); signal the launcher's process group (`kill -TERM -- -PGID`), never SIGKILL the launcher.
+
 Recipes (`--recipe`) set the seed's hyper-parameters; any flag given explicitly overrides its recipe value.
 Mixed precision, gradient accumulation, FSDP/DeepSpeed come from `accelerate config` / `accelerate launch` flags.
 """
