@@ -9,7 +9,7 @@ from emotionnet.augment import BatchAugment, homography_from_corners
 
 
 def zero_magnitude(image_size=32, **kwargs) -> BatchAugment:
-    defaults = dict(resize_ratio=1.0, rotation=0, shear=0, perspective=0, jitter=0, hflip=0, mean=(0, 0, 0),
+    defaults = dict(translate=0.0, rotation=0, shear=0, perspective=0, jitter=0, hflip=0, mean=(0, 0, 0),
                     std=(1, 1, 1))
     defaults.update(kwargs)
     return BatchAugment(image_size=image_size, **defaults)
@@ -17,7 +17,7 @@ def zero_magnitude(image_size=32, **kwargs) -> BatchAugment:
 
 def test_shapes_dtypes_and_finiteness():
     augment = BatchAugment(image_size=64)
-    assert augment.input_size == round(64 * 256 / 224)
+    assert augment.input_size == 64  # decoded at the evaluation size: the augmentation keeps the scale
     for images in (torch.randint(0, 256, (3, 3, 73, 73), dtype=torch.uint8), torch.rand(3, 3, 73, 73).double(),
                    torch.rand(1, 3, 73, 73)):
         out = augment(images)
@@ -41,6 +41,23 @@ def test_deterministic_under_a_seed():
 def test_zero_magnitudes_reproduce_the_input():
     images = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(zero_magnitude()(images), images, atol=1e-5, rtol=0)
+
+
+def test_shift_keeps_the_face_size_of_evaluation():
+    """Training moves a face but shows it at evaluation's size (the plain resize), never zoomed in."""
+    images = torch.zeros(8, 3, 32, 32)
+    images[..., 10:20, 10:20] = 1.0  # a 10 x 10 "face"
+    augment = zero_magnitude(translate=0.125)
+    torch.manual_seed(0)
+    out = augment(images)[:, 0]
+    plain = augment.plain(images)[:, 0]
+    area = (out > 0.5).sum(dim=(1, 2)).float()
+    assert torch.all((area - 100).abs() <= 20), area  # 10 +- 1 px a side after a sub-pixel shift
+    assert (plain > 0.5).sum(dim=(1, 2)).eq(100).all()
+    rows = torch.arange(32.0)
+    centre = (out * rows[:, None]).sum(dim=(1, 2)) / out.sum(dim=(1, 2))
+    assert (centre - 14.5).abs().max() > 1.0  # moved (by up to 4 px)
+    assert (centre - 14.5).abs().max() <= 4.5
 
 
 def test_flip_mirrors():
