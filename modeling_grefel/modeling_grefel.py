@@ -9,7 +9,6 @@ weight conversion is a plain prefix table (see `emotionnet.convert`).
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -442,11 +441,6 @@ class GReFELPreTrainedModel(PreTrainedModel):
         transformers writes `auto_map` only for the class being saved; the trunk loads from the same weights through
         `AutoModel` (the `grefel.` prefix is stripped), so it is named too, as is the facial-expression pipeline.
         """
-        if getattr(self, "inference_path", "eager") == "int8":
-            raise ValueError(
-                "This model's Linear layers were quantised to int8 by optimize_for_inference('int8'); their weights no "
-                "longer load into GReFEL. Save the model before optimising it."
-            )
         if getattr(self, "_auto_class", None) is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.setdefault("AutoModel", "modeling_grefel.GReFELModel")
@@ -534,14 +528,47 @@ def calibration_pixel_values(config: GReFELConfig, batch: int = 8, seed: int = 0
     return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)  # (B, C, S, S)
 
 
-def _quantize_linear_layers(module: nn.Module) -> nn.Module:
-    """`module` with every `nn.Linear` replaced by PyTorch's dynamically quantised int8 Linear (x86 fbgemm kernels)."""
-    import warnings
+class GReFELInt8Linear(nn.Linear):
+    """An `nn.Linear` that, where no gradient is needed, multiplies with a dynamically quantised int8 twin.
 
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, which is no dependency of this folder.
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+    The fp32 weight and bias stay its parameters (same state-dict keys, so saving and Grad-CAM work as before); under
+    autograd or in training it is a plain Linear. The twin is packed once, so it does not follow later weight changes.
+    """
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> GReFELInt8Linear:
+        import warnings
+
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight, new.bias = linear.weight, linear.bias
+        with warnings.catch_warnings():
+            # torch.ao.quantization is deprecated in favour of torchao, which is no dependency of this folder.
+            warnings.simplefilter("ignore")
+            twin = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)[0]
+        new.__dict__["int8"] = twin  # not a submodule: neither in the state dict nor moved by `.to()`
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            return super().forward(x)
+        return self.int8(x)
+
+
+def _swap_modules(module: nn.Module, replacements: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Put each `replacements[name]` at `name` inside `module`; return the modules it replaced, by the same names."""
+    replaced = {}
+    for name, new in replacements.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name)
+        replaced[name] = getattr(parent, child)
+        setattr(parent, child, new)
+    return replaced
+
+
+def _int8_linear_layers(module: nn.Module) -> dict[str, GReFELInt8Linear]:
+    """An int8 twin of every `nn.Linear` in `module`, by name."""
+    return {name: GReFELInt8Linear.from_linear(linear) for name, linear in module.named_modules()
+            if type(linear) is nn.Linear}
 
 
 @torch.no_grad()
@@ -728,8 +755,8 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
                 - `"eager"`: fp32 as built (fused attention kernels; nothing else changes);
                 - `"bf16"`: the trunk under bf16 autocast, the head in fp32. Only where the device has native bf16
                   (`has_native_bf16`), else a `ValueError`;
-                - `"int8"`: the trunk's `nn.Linear` layers dynamically quantised to int8 (CPU only; convolutions stay
-                  fp32). The model can no longer be saved;
+                - `"int8"`: the trunk's `nn.Linear` layers run dynamically quantised int8 twins where no gradient is
+                  needed (`GReFELInt8Linear`; CPU only; convolutions stay fp32; `save_pretrained` saves fp32 as before);
                 - `"compile"`: the trunk through `torch.compile` (needs a C++ compiler on the CPU; the first calls
                   compile, for minutes at the paper size). Never chosen by `"auto"` for that reason;
                 - `"auto"`: times eager and each other path this device allows on a calibration batch, and keeps the
@@ -767,42 +794,45 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
         self._apply_inference_path(path)
         return self
 
-    def _apply_inference_path(self, path: str, trunk: nn.Module | None = None) -> None:
+    def _apply_inference_path(self, path: str, int8: dict[str, nn.Module] | None = None) -> None:
         if path == "bf16":
             self._autocast_dtype = torch.bfloat16
         elif path == "int8":
-            self.grefel = trunk if trunk is not None else _quantize_linear_layers(self.grefel)
+            _swap_modules(self.grefel, int8 if int8 is not None else _int8_linear_layers(self.grefel))
         elif path == "compile":
             self.grefel.compile()
         self.inference_path = path
 
     def _measure_inference_paths(
         self, pixel_values: torch.Tensor | None, device: torch.device
-    ) -> tuple[str, nn.Module | None]:
-        """Time every path `auto` may take on the calibration batch; return the one to use and its int8 trunk."""
+    ) -> tuple[str, dict[str, nn.Module] | None]:
+        """Time every path `auto` may take on the calibration batch; return the one to use (and its int8 layers)."""
         if pixel_values is None:
             pixel_values = calibration_pixel_values(self.config)
         pixel_values = pixel_values.to(device)
-        eager_trunk = self.grefel
-        candidates = {"eager": (eager_trunk, None)}
+        candidates, int8 = {"eager": None}, None
         if has_native_bf16(device):
-            candidates["bf16"] = (eager_trunk, torch.bfloat16)
+            candidates["bf16"] = torch.bfloat16
         if device.type == "cpu":
-            candidates["int8"] = (_quantize_linear_layers(copy.deepcopy(eager_trunk)), None)
+            candidates["int8"] = None
+            int8 = _int8_linear_layers(self.grefel)
         report, predictions = {}, {}
-        for name, (trunk, dtype) in candidates.items():
-            self.grefel, self._autocast_dtype = trunk, dtype
+        for name, dtype in candidates.items():
+            self._autocast_dtype = dtype
+            fp32 = _swap_modules(self.grefel, int8) if name == "int8" else None
             try:
                 seconds, predictions[name] = _time_forward(self, pixel_values)
             finally:
-                self.grefel, self._autocast_dtype = eager_trunk, None
+                self._autocast_dtype = None
+                if fp32 is not None:
+                    _swap_modules(self.grefel, fp32)
             agreement = (predictions[name] == predictions["eager"]).float().mean().item()
             report[name] = {"seconds": seconds, "top1_agreement": agreement}
         eligible = [name for name, entry in report.items() if entry["top1_agreement"] >= MIN_TOP1_AGREEMENT]
         # Another path must beat eager by 5%: less is within the noise of one timed call on a shared machine.
         best = min(eligible, key=lambda name: report[name]["seconds"] * (1.0 if name == "eager" else 1.05))
         self.inference_report = {"chosen": best, "batch": len(pixel_values), "paths": report}
-        return best, candidates[best][0] if best == "int8" else None
+        return best, int8 if best == "int8" else None
 
     def set_trust(self, step: int, total_steps: int) -> float:
         """Advance the trust schedule to `step` of `total_steps` training steps and return t."""

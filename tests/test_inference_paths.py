@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
+from emotionnet.previous_eager import previous_eager_forward, window_attention
 from modeling_grefel import GReFELConfig, GReFELForImageClassification
 from modeling_grefel import modeling_grefel as modeling
 from modeling_grefel.modeling_grefel import (
-    GReFELIRUnit,
-    GReFELSelfAttention,
+    GReFELInt8Linear,
     GReFELWindowCrossAttention,
     calibration_pixel_values,
     has_native_bf16,
@@ -22,40 +24,11 @@ def make_model(seed: int = 0, **kwargs) -> GReFELForImageClassification:
     return GReFELForImageClassification(GReFELConfig.tiny(**kwargs)).eval()
 
 
-# The forwards as they were before the fused kernels: explicit softmax attention, the index rebuilt per call,
-# the 1x1 max-pool shortcut. The lean forward must reproduce them.
-def reference_window_attention(self, image, query, need_weights=False):
-    bw, n, c = image.shape
-    heads = self.num_heads
-    k, v = self.kv(image).view(bw, n, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
-    q = query.view(bw, n, heads, c // heads).transpose(1, 2) * self.scale
-    index = relative_position_index(self.window, device=image.device)
-    bias = self.relative_position_bias_table[index.reshape(-1)].view(n, n, heads).permute(2, 0, 1)
-    attn = (q @ k.transpose(-2, -1) + bias).softmax(dim=-1)
-    return self.proj((attn @ v).transpose(1, 2).reshape(bw, n, c)), attn
-
-
-def reference_self_attention(self, x, need_weights=False):
-    b, n, c = x.shape
-    q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-    attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-    return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)), attn
-
-
-def reference_ir_unit(self, x):
-    return self.res_layer(x) + self.shortcut_layer(x)
-
-
 @pytest.fixture
-def reference_forward(monkeypatch):
-    """Switches the three modules back to the previous implementation for the rest of the test."""
-
-    def switch():
-        monkeypatch.setattr(GReFELWindowCrossAttention, "forward", reference_window_attention)
-        monkeypatch.setattr(GReFELSelfAttention, "forward", reference_self_attention)
-        monkeypatch.setattr(GReFELIRUnit, "forward", reference_ir_unit)
-
-    return switch
+def reference_forward():
+    """Call it to switch every GReFEL model to the previous eager forward for the rest of the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(previous_eager_forward())
 
 
 @pytest.mark.parametrize("window_sizes", [(4, 4, 2), (2, 1, 1)])
@@ -114,7 +87,7 @@ def test_window_attention_weights_only_on_request():
     explicit, probs = attention(image, query, need_weights=True)
     assert none is None and probs.shape == (4, 2, 9, 9)
     torch.testing.assert_close(fused, explicit, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(fused, reference_window_attention(attention, image, query)[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fused, window_attention(attention, image, query)[0], atol=1e-6, rtol=1e-5)
 
 
 def test_relative_position_index_is_cached_and_not_in_the_state_dict():
@@ -189,18 +162,34 @@ def test_bf16_path_agrees_with_eager_fp32():
     assert model(x).embeddings.dtype == torch.float32
 
 
-def test_int8_path_agrees_with_eager_fp32_and_cannot_be_saved(tmp_path):
+def test_int8_path_agrees_with_eager_fp32_and_saves_the_fp32_weights(tmp_path):
     model = make_model()
     x = calibration_pixel_values(model.config, batch=16)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         reference = model(x).logits
         out = model.optimize_for_inference("int8")(x).logits
     assert model.inference_path == "int8"
-    assert any("quantized" in type(m).__module__ for m in model.grefel.modules())
+    assert any(isinstance(m, GReFELInt8Linear) for m in model.grefel.modules())
+    assert model.state_dict().keys() == state.keys()
     assert (out.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.99
     torch.testing.assert_close(out.exp(), reference.exp(), atol=0.02, rtol=0)
-    with pytest.raises(ValueError, match="Save the model before optimising it"):
-        model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    reloaded = GReFELForImageClassification.from_pretrained(tmp_path)
+    for key, value in reloaded.state_dict().items():
+        torch.testing.assert_close(value, state[key], msg=key)
+
+
+
+def test_int8_path_computes_gradients_in_fp32():
+    """Grad-CAM and training need gradients; under autograd the int8 layers are their fp32 selves."""
+    model = make_model()
+    x = calibration_pixel_values(model.config, batch=2)
+    reference = model(x).logits
+    int8 = model.optimize_for_inference("int8")(x).logits
+    torch.testing.assert_close(int8, reference)
+    int8[0, 0].backward()
+    assert all(p.grad is not None for p in model.grefel.fusion.parameters() if p.requires_grad)
 
 
 def test_auto_keeps_the_fastest_agreeing_path_and_reports_it():
@@ -215,7 +204,11 @@ def test_auto_keeps_the_fastest_agreeing_path_and_reports_it():
     assert set(report["paths"]) >= {"eager", "int8"}
     assert report["paths"][model.inference_path]["top1_agreement"] >= 0.99
     assert (chosen == reference).float().mean() >= 0.99
-    with pytest.raises(ValueError, match="already runs"):
+
+
+def test_an_optimised_model_refuses_a_second_path():
+    model = make_model().optimize_for_inference("int8")
+    with pytest.raises(ValueError, match="already runs the 'int8' path; load it again"):
         model.optimize_for_inference("eager")
 
 
@@ -227,3 +220,39 @@ def test_compile_path_matches_eager():
         reference = model(x).logits
         out = model.optimize_for_inference("compile")(x).logits
     torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
+
+
+def make_pipeline(model, **kwargs):
+    from modeling_grefel import GReFELImageProcessor
+    from modeling_grefel.pipeline_grefel import FacialExpressionPipeline
+
+    size = model.config.image_size
+    processor = GReFELImageProcessor(size={"height": size, "width": size})
+    return FacialExpressionPipeline(model=model, image_processor=processor, device="cpu", **kwargs)
+
+
+def test_pipeline_runs_the_auto_path_by_default():
+    model = make_model()
+    make_pipeline(model)
+    assert model.inference_report["chosen"] == model.inference_path
+
+
+def test_pipeline_takes_an_inference_path_and_leaves_an_optimised_model_alone():
+    model = make_model()
+    make_pipeline(model, inference_path="int8")
+    assert model.inference_path == "int8"
+    make_pipeline(model)  # already optimised: auto does not run again
+    assert model.inference_path == "int8" and model.inference_report is None
+    eager = make_model()
+    make_pipeline(eager, inference_path="eager")
+    assert eager.inference_path == "eager"
+    with pytest.raises(ValueError, match="path must be one of"):
+        make_pipeline(make_model(), inference_path="fast")
+
+
+def test_previous_forward_is_restored_after_its_block():
+    lean = GReFELWindowCrossAttention.forward
+    with pytest.raises(RuntimeError), previous_eager_forward():
+        assert GReFELWindowCrossAttention.forward is window_attention
+        raise RuntimeError("restored on errors too")
+    assert GReFELWindowCrossAttention.forward is lean
