@@ -25,3 +25,19 @@ def test_learning_benchmark_reports_each_rung(tmp_path, monkeypatch):
         assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0
     assert 0.0 <= rows["grefel"]["corrected_accuracy"] <= 1.0
     assert report["summary"]["grefel"]["seeds"] == 1
+
+
+@pytest.mark.slow
+def test_plateau_rung_logs_a_loss_curve(monkeypatch):
+    """The `paper` rung's loop (run here on the tiny network: the paper size takes ~20 min) logs what README shows."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    from modeling_grefel import GReFELConfig
+
+    row = learning.train_paper(0, dict(learning.RECIPES["synthetic"]), steps=20, batch_size=8,
+                               config=GReFELConfig.tiny())
+    assert [point["step"] for point in row["loss_curve"]] == [10, 20]
+    assert all(point["classification_loss"] > 0 and 0 <= point["batch_accuracy"] <= 1 for point in row["loss_curve"])
+    assert row["left_plateau_at_step"] in (None, 20)  # a 20-step running mean exists from step 20 on
+    assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0 and row["batch_size"] == 8
