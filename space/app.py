@@ -23,6 +23,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 import base64  # noqa: E402
 import binascii  # noqa: E402
 import importlib  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -48,6 +49,9 @@ from explain import METHODS, explain_face  # noqa: E402
 LOGGER = logging.getLogger("emotionnet.space")
 
 DEFAULT_MODEL = "outputs/synthetic-default"
+# The model's inference path (GReFELForImageClassification.optimize_for_inference): "auto" times the paths this
+# machine allows once at start-up and serves the fastest whose top-1 agrees with eager fp32.
+INFERENCE_PATH = os.environ.get("EMOTIONNET_INFERENCE_PATH", "auto")
 # Uploads are read by the model's own image reader (image_input_grefel.py, next to its pipeline), the one the image
 # processor, the pipeline and training use, so the page accepts and refuses exactly what they do; it refuses images
 # above its MAX_PIXELS from the file header, and PIL's decompression-bomb guard stays on for anything larger.
@@ -145,6 +149,13 @@ def image_input_module(pipeline_class: type):
     return importlib.import_module(f"{package}.image_input_grefel")
 
 
+def _build_pipeline(pipeline_class, model, processor):
+    """The pipeline on `INFERENCE_PATH`; a model folder saved before inference paths existed takes no such argument."""
+    if "inference_path" in inspect.signature(pipeline_class.__init__).parameters:
+        return pipeline_class(model=model, image_processor=processor, inference_path=INFERENCE_PATH)
+    return pipeline_class(model=model, image_processor=processor)
+
+
 def _checkout_pipeline_class(reference: str):
     """`FacialExpressionPipeline` of the EmotionNet checkout this Space folder sits in."""
     root = _repository_root()
@@ -200,7 +211,7 @@ def load_model(reference: str | None = None) -> LoadedModel:
             model = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=True).eval()
             processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=True)
             pipeline_class = _pipeline_class(reference, folder)
-            pipeline = pipeline_class(model=model, image_processor=processor)
+            pipeline = _build_pipeline(pipeline_class, model, processor)
             results = _read_results(reference, folder)
             LOGGER.info("Loaded model %s.", source)
             return LoadedModel(
@@ -212,7 +223,7 @@ def load_model(reference: str | None = None) -> LoadedModel:
     LOGGER.warning("%s Serving a randomly initialised tiny model instead: its predictions mean nothing.", problem)
     model, processor = _untrained_model()
     pipeline_class = _checkout_pipeline_class("the untrained fallback")
-    pipeline = pipeline_class(model=model, image_processor=processor)
+    pipeline = _build_pipeline(pipeline_class, model, processor)
     return LoadedModel(
         model, processor, pipeline, image_input_module(pipeline_class), "randomly initialised GReFELConfig.tiny()",
         "none (untrained)", False, problem,

@@ -256,3 +256,16 @@ def test_previous_forward_is_restored_after_its_block():
         assert GReFELWindowCrossAttention.forward is window_attention
         raise RuntimeError("restored on errors too")
     assert GReFELWindowCrossAttention.forward is lean
+
+
+@pytest.mark.slow
+def test_paper_size_lean_eager_forward_matches_the_previous_implementation(reference_forward):
+    torch.manual_seed(0)
+    model = GReFELForImageClassification(GReFELConfig.paper(num_labels=7)).eval()
+    x = calibration_pixel_values(model.config, batch=2)
+    with torch.no_grad():
+        lean = model(x)
+        reference_forward()
+        previous = model(x)
+    torch.testing.assert_close(lean.logits, previous.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lean.embeddings, previous.embeddings, atol=1e-5, rtol=1e-5)
