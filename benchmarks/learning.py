@@ -48,10 +48,9 @@ from emotionnet.training import (  # noqa: E402
     EvalCollator,
     TrainCollator,
     build_optimizer,
-    build_processor,
     lr_factor,
 )
-from modeling_grefel import GReFELConfig, GReFELModel  # noqa: E402
+from modeling_grefel import GReFELConfig, GReFELImageProcessor, GReFELModel  # noqa: E402
 
 RUNGS = ("cnn", "trunk", "grefel", "paper")
 DEFAULT_RUNGS = ("cnn", "trunk", "grefel")
@@ -105,10 +104,9 @@ def train_plain(rung: str, seed: int, recipe: dict) -> dict:
     data = with_raw_images(load_fer_dataset("synthetic", seed=0))
     names = data["train"].features["label"].names
     config = GReFELConfig.tiny(num_labels=len(names))
-    processor = build_processor(config)
+    processor = GReFELImageProcessor.from_config(config)
     model = PlainCNN(len(names)) if rung == "cnn" else TrunkClassifier(config)
-    augment = BatchAugment(image_size=config.image_size, mean=processor.image_mean, std=processor.image_std,
-                           **AUGMENTATIONS[recipe["augment"]])
+    augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[recipe["augment"]])
     loader = SafeImageLoader()
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(data["train"], batch_size=recipe["batch_size"], shuffle=True, drop_last=True,
@@ -156,10 +154,9 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, config: GR
     names = data["train"].features["label"].names
     config = config or GReFELConfig(image_size=112, num_labels=len(names))
     config.label_smoothing, config.trust_schedule = recipe["smoothing"], recipe["trust_schedule"]
-    processor = build_processor(config)
+    processor = GReFELImageProcessor.from_config(config)
     model = GReFELForImageClassification(config)
-    augment = BatchAugment(image_size=config.image_size, mean=processor.image_mean, std=processor.image_std,
-                           **AUGMENTATIONS[recipe["augment"]])
+    augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[recipe["augment"]])
     loader = SafeImageLoader()
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, drop_last=True,

@@ -58,6 +58,17 @@ class BatchAugment(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
+    @classmethod
+    def from_processor(cls, processor, **magnitudes) -> BatchAugment:
+        """The augmentation that trains at `processor`'s geometry: its (square) size, mean and std.
+
+        `magnitudes` are the other keyword arguments, e.g. one of `emotionnet.training.AUGMENTATIONS`.
+        """
+        height, width = processor.size["height"], processor.size["width"]
+        if height != width:
+            raise ValueError(f"BatchAugment needs a square processor size, got {height}x{width}.")
+        return cls(image_size=height, mean=tuple(processor.image_mean), std=tuple(processor.image_std), **magnitudes)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
 

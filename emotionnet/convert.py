@@ -485,8 +485,7 @@ def convert_weights(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
-    size = model.config.image_size
-    GReFELImageProcessor(size={"height": size, "width": size}).save_pretrained(output_dir)
+    GReFELImageProcessor.from_config(model.config).save_pretrained(output_dir)
     report["output_dir"] = str(output_dir)
     (output_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -126,10 +126,6 @@ def build_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float) -
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def build_processor(config: GReFELConfig) -> GReFELImageProcessor:
-    return GReFELImageProcessor(size={"height": config.image_size, "width": config.image_size})
-
-
 # ----------------------------------------------------------------------------------------------- batching
 @dataclass
 class TrainCollator:
@@ -420,7 +416,6 @@ __all__ = [
     "StopRequest",
     "build_model",
     "build_optimizer",
-    "build_processor",
     "check_checkpoint_files",
     "leave_process_group",
     "list_checkpoints",

@@ -109,6 +109,15 @@ class GReFELImageProcessor(BaseImageProcessor):
         self.image_std = _check_stats("image_std", IMAGENET_STD if image_std is None else image_std, positive=True)
         self.do_convert_rgb = _check_bool("do_convert_rgb", do_convert_rgb)
 
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> GReFELImageProcessor:
+        """The processor of a model with this config: `config.image_size` square, ImageNet mean/std.
+
+        The one place the image geometry of a model is derived from its config; training's augmentation is in turn
+        derived from this processor, so training and evaluation show a face at the same size.
+        """
+        return cls(size={"height": config.image_size, "width": config.image_size}, **kwargs)
+
     def __call__(self, images: Any, **kwargs: Any) -> BatchFeature:
         """Same as `preprocess`."""
         return self.preprocess(images, **kwargs)

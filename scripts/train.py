@@ -60,7 +60,6 @@ from emotionnet.training import (  # noqa: E402
     TrainCollator,
     build_model,
     build_optimizer,
-    build_processor,
     leave_process_group,
     load_checkpoint,
     lr_factor,
@@ -71,6 +70,7 @@ from emotionnet.training import (  # noqa: E402
     step_seed,
     write_json_atomic,
 )
+from modeling_grefel import GReFELImageProcessor  # noqa: E402
 from modeling_grefel.configuration_grefel import TRUST_SCHEDULES  # noqa: E402
 
 logger = get_logger(__name__)
@@ -208,11 +208,8 @@ def main(argv=None) -> dict:
     model = build_model(args.model_config, len(label_names), num_anchors=args.num_anchors, smoothing=args.smoothing,
                         trust_schedule=args.trust_schedule)
     config = model.config
-    processor = build_processor(config)
-    augment = BatchAugment(
-        image_size=config.image_size, mean=processor.image_mean, std=processor.image_std,
-        **AUGMENTATIONS[args.augment],
-    ).to(accelerator.device)
+    processor = GReFELImageProcessor.from_config(config)
+    augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[args.augment]).to(accelerator.device)
 
     loader = SafeImageLoader()
     train_collate = TrainCollator(loader, size=augment.input_size, soft_labels=args.soft_labels)

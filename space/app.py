@@ -186,7 +186,7 @@ def _untrained_model() -> tuple[torch.nn.Module, Any]:
     torch.manual_seed(0)
     config = GReFELConfig.tiny()
     model = GReFELForImageClassification(config).eval()
-    processor = GReFELImageProcessor(size={"height": config.image_size, "width": config.image_size})
+    processor = GReFELImageProcessor.from_config(config)
     return model, processor
 
 

@@ -30,7 +30,7 @@ def save_tiny_model(folder: Path, num_labels: int = 8, seed: int = 0, **config_k
     config = GReFELConfig.tiny(num_labels=num_labels, **config_kwargs)
     model = GReFELForImageClassification(config).eval()
     model.save_pretrained(folder)
-    GReFELImageProcessor(size={"height": config.image_size, "width": config.image_size}).save_pretrained(folder)
+    GReFELImageProcessor.from_config(config).save_pretrained(folder)
     return folder
 
 

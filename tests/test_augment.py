@@ -104,3 +104,43 @@ def test_homography_maps_corners():
 def test_bad_shape_is_explained():
     with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
         BatchAugment(image_size=16)(torch.rand(3, 16, 16))
+
+
+def face_side(pixel_values: torch.Tensor, processor) -> torch.Tensor:
+    """Mean side in pixels of the bright square in each normalised image of a batch (its area's square root)."""
+    red = pixel_values[:, 0] * processor.image_std[0] + processor.image_mean[0]  # back to 0-1
+    return (red > 0.5).sum(dim=(1, 2)).float().sqrt()
+
+
+def test_a_face_has_the_same_size_in_training_and_evaluation_batches():
+    """Processor and augmentation come from one config: only the shift differs between the two batches."""
+    import PIL.Image
+
+    from emotionnet.data import SafeImageLoader
+    from emotionnet.training import EvalCollator, TrainCollator
+    from modeling_grefel import GReFELConfig, GReFELImageProcessor
+
+    photo = torch.zeros(3, 150, 150, dtype=torch.uint8)
+    photo[:, 45:105, 45:105] = 255  # a 60 x 60 "face", 40% of the side
+    examples = [{"image": PIL.Image.fromarray(photo.permute(1, 2, 0).numpy()), "label": 0}] * 8
+    processor = GReFELImageProcessor.from_config(GReFELConfig.tiny())
+    augment = BatchAugment.from_processor(processor, translate=0.125, rotation=0, shear=0, perspective=0, jitter=0,
+                                          hflip=0)
+    torch.manual_seed(0)
+    train = augment(TrainCollator(SafeImageLoader(), size=augment.input_size)(examples)["images"])
+    evaluation = EvalCollator(SafeImageLoader(), processor)(examples)["pixel_values"]
+    assert train.shape == evaluation.shape
+    expected = 0.4 * processor.size["height"]
+    torch.testing.assert_close(face_side(evaluation, processor), torch.full((8,), expected), atol=1.0, rtol=0)
+    torch.testing.assert_close(face_side(train, processor), torch.full((8,), expected), atol=1.0, rtol=0)
+
+
+def test_from_processor_takes_its_size_mean_and_std_and_refuses_a_non_square_size():
+    from modeling_grefel import GReFELImageProcessor
+
+    processor = GReFELImageProcessor(size=24, image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25])
+    augment = BatchAugment.from_processor(processor, enabled=False)
+    assert augment.image_size == augment.input_size == 24 and not augment.enabled
+    torch.testing.assert_close(augment(torch.full((1, 3, 24, 24), 0.75)), torch.ones(1, 3, 24, 24))
+    with pytest.raises(ValueError, match="square"):
+        BatchAugment.from_processor(GReFELImageProcessor(size={"height": 24, "width": 32}))

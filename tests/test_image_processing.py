@@ -108,6 +108,14 @@ def test_non_square_size_is_height_by_width():
     assert processor(random_rgb(), return_tensors="np")["pixel_values"].shape == (1, 3, 6, 10)
 
 
+def test_from_config_is_a_square_of_the_image_size_with_imagenet_statistics():
+    from modeling_grefel import GReFELConfig
+
+    processor = GReFELImageProcessor.from_config(GReFELConfig.tiny(image_size=48))
+    assert processor.size == {"height": 48, "width": 48}
+    assert list(processor.image_mean) == list(IMAGENET_MEAN) and list(processor.image_std) == list(IMAGENET_STD)
+
+
 # PIL images of each mode
 
 

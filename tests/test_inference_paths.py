@@ -226,8 +226,7 @@ def make_pipeline(model, **kwargs):
     from modeling_grefel import GReFELImageProcessor
     from modeling_grefel.pipeline_grefel import FacialExpressionPipeline
 
-    size = model.config.image_size
-    processor = GReFELImageProcessor(size={"height": size, "width": size})
+    processor = GReFELImageProcessor.from_config(model.config)
     return FacialExpressionPipeline(model=model, image_processor=processor, device="cpu", **kwargs)
 
 
