@@ -52,7 +52,7 @@ RECIPES: dict[str, dict] = {
 SCHEDULERS = ("constant", "exponential", "cosine")
 # Default seed of training and evaluation alike, so evaluate.py regenerates the splits training used.
 DEFAULT_SEED = 0
-# Magnitudes of BatchAugment: the seed's recipe, a milder one, a light one (random crop, flip and a little colour
+# Magnitudes of BatchAugment: the seed's recipe, a milder one, a light one (random shift, flip and a little colour
 # jitter: the synthetic faces already vary in pose and lighting), or none (plain resize).
 AUGMENTATIONS = {
     "seed": dict(rotation=30.0, shear=15.0, perspective=0.3, jitter=0.4, hflip=0.5),

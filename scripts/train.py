@@ -107,7 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--class_balanced", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--samples_per_class", type=int, default=None)
     parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default=None,
-                        help="'seed' (the paper recipe), 'mild', 'light' (crop, flip, jitter) or 'none' (plain resize).")
+                        help="'seed' (the paper recipe), 'mild', 'light' (shift, flip, jitter) or 'none' (plain resize).")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="Seeds the weights, data order and augmentation.")
     parser.add_argument("--output_dir", default=None, help="Default: outputs/<recipe>-default or outputs/<dataset>.")
