@@ -9,21 +9,21 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
 from emotionnet.data import (
-    DROP_CONTEMPT,
-    DROP_NO_IMAGE_NAME,
-    DROP_NO_VOTES,
-    DROP_NOT_EXPRESSION,
     SafeImageLoader,
-    canonical_expression,
     collate_images,
     describe_skipped,
-    ferplus_votes_to_label,
     load_fer_dataset,
     load_fer_dataset_with_report,
     require_readable_image,
     with_raw_images,
+)
+from emotionnet.data.common import (
+    DROP_CONTEMPT,
+    DROP_NOT_EXPRESSION,
+    canonical_expression,
     with_validation_split,
 )
+from emotionnet.data.ferplus import DROP_NO_IMAGE_NAME, DROP_NO_VOTES, ferplus_votes_to_label
 from modeling_grefel.configuration_grefel import EXPRESSIONS
 from tests.fixtures_data import (
     FERPLUS_HEADER,
