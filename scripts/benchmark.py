@@ -9,15 +9,26 @@ Sections:
   train     training throughput (images/s) of the tiny and paper-size configs: augmentation on the device, forward,
             backward and an Adam step, median of timed steps after warm-up.
   latency   per-photo latency of the face pipeline (detection + classification) for the tiny and paper-size models.
+  inference the inference paths (`optimize_for_inference`) of the tiny and paper-size models at batches 1, 16 (and
+            64 for tiny): images/s, latency p50/p90, peak RSS, achieved GFLOP/s and top-1 agreement with eager fp32 on
+            256+ varied inputs (synthetic faces and crops of the bundled example photos); beside them the machine's
+            fp32/bf16/int8 matrix-product rates, training-step throughput, and the data pipeline alone (decode +
+            augment). Ratios are against `previous_eager`, the eager forward before issue 11, measured in the same
+            run: the official POSTER++ code is not available offline.
+
+    python scripts/benchmark.py --sections inference --output benchmarks/inference.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +45,7 @@ from modeling_grefel import GReFELConfig, GReFELForImageClassification  # noqa: 
 # official code (its modules include the frozen landmark network and some modules its forward never uses).
 POSTER_THOP = {"params_m": 43.7, "gmacs": 8.4}
 POSTER_FLOP_COUNTER = {"params_m_all_modules": 58.3, "gflops": 17.2}
+EXAMPLES = ROOT / "space" / "examples"
 
 
 def count(module: torch.nn.Module) -> int:
@@ -103,12 +115,7 @@ def latency_section(device: str, repeats: int) -> dict:
     from modeling_grefel import GReFELImageProcessor
     from modeling_grefel.pipeline_grefel import FacialExpressionPipeline
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from face_images import one_face_photo  # the public-domain astronaut photo, built offline
-
-    photo = one_face_photo()
-    if not isinstance(photo, Image.Image):
-        photo = Image.fromarray(photo)
+    photo = Image.open(EXAMPLES / "astronaut.jpg").convert("RGB")  # the Space's public-domain example photo
     results = {}
     for preset in ("tiny", "paper"):
         config = getattr(GReFELConfig, preset)()
@@ -126,15 +133,305 @@ def latency_section(device: str, repeats: int) -> dict:
     return results
 
 
+# ----------------------------------------------------------------------------------------------- inference
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def gemm_rates(device: str, n: int = 1024, seconds: float = 0.5) -> dict:
+    """GFLOP/s of one n x n x n matrix product in fp32, bf16 and int8 (int8 -> int32, `torch._int_mm`)."""
+
+    def rate(a, b, product):
+        product(a, b)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            product(a, b)
+            calls += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    rates = {"fp32": rate(a, b, torch.matmul), "bf16": rate(a.bfloat16(), b.bfloat16(), torch.matmul)}
+    try:
+        q = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+        rates["int8"] = rate(q, q, torch._int_mm)
+    except RuntimeError:  # no int8 matrix-product kernel on this device
+        rates["int8"] = None
+    return {"matrix_side": n, "gflops": rates}
+
+
+class PeakRSS:
+    """Samples the process's resident memory every 5 ms while active; `peak_mb` is the largest sample."""
+
+    def __enter__(self):
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        import resource
+
+        page = resource.getpagesize()
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as statm:
+                self.peak = max(self.peak, int(statm.read().split()[1]) * page)
+            self._stop.wait(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+def varied_inputs(config, count: int) -> torch.Tensor:
+    """`count` processed images: synthetic faces, plus flipped and shifted crops of the bundled example photos."""
+    import random
+
+    from PIL import Image, ImageOps
+
+    from emotionnet.synthetic import make_synthetic_faces
+    from modeling_grefel import GReFELImageProcessor
+
+    photos = [Image.open(path).convert("RGB") for path in sorted(EXAMPLES.glob("*.jpg"))]
+    rng = random.Random(0)
+    crops = []
+    for _ in range(count // 4):
+        photo = rng.choice(photos)
+        side = rng.randint(min(photo.size) // 4, min(photo.size))
+        left, top = rng.randint(0, photo.width - side), rng.randint(0, photo.height - side)
+        crop = photo.crop((left, top, left + side, top + side))
+        crops.append(ImageOps.mirror(crop) if rng.random() < 0.5 else crop)
+    faces = make_synthetic_faces(num_per_class=-(-(count - len(crops)) // 8), image_size=96, seed=0)["train"]
+    images = [faces[i]["image"].convert("RGB") for i in range(count - len(crops))] + crops
+    processor = GReFELImageProcessor(size={"height": config.image_size, "width": config.image_size})
+    return processor(images, return_tensors="pt")["pixel_values"]  # (count, 3, S, S)
+
+
+@torch.no_grad()
+def predictions(model, inputs: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    return torch.cat([model(inputs[i : i + chunk]).logits.argmax(-1) for i in range(0, len(inputs), chunk)])
+
+
+def first_batch(inputs: torch.Tensor, batch: int, device: str) -> torch.Tensor:
+    """The first `batch` inputs, repeated when there are fewer."""
+    return inputs.repeat(-(-batch // len(inputs)), 1, 1, 1)[:batch].to(device)
+
+
+@torch.no_grad()
+def time_batches(model, inputs: torch.Tensor, batch: int, repeats: int, device: str) -> dict:
+    x = first_batch(inputs, batch, device)
+    model(x)  # warm-up
+    times = []
+    with PeakRSS() as rss:
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    times.sort()
+    p50, p90 = statistics.median(times), times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
+    return {"images_per_s": batch / p50, "latency_ms_p50": 1000 * p50, "latency_ms_p90": 1000 * p90,
+            "peak_rss_mb": rss.peak_mb}
+
+
+def forward_gflops(model, config, device: str) -> float:
+    """GFLOP per image of the eager forward (torch.utils.flop_counter, 2 FLOPs per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 3, config.image_size, config.image_size, device=device))
+    return counter.get_total_flops() / 1e9
+
+
+def inference_rows(preset: str, batches: list[int], repeats: int, count: int, device: str, paths: list[str],
+                   interleaved_repeats: int) -> tuple:
+    """One row per (path, batch) for `preset`, plus what `auto` chose and measured."""
+    from emotionnet.previous_eager import previous_eager_forward
+    from modeling_grefel.modeling_grefel import has_native_bf16
+
+    torch.manual_seed(0)
+    config = getattr(GReFELConfig, preset)(num_labels=7)
+    fresh = GReFELForImageClassification(config).eval().to(device)
+    state = fresh.state_dict()
+    inputs = varied_inputs(config, count)
+    gflop = forward_gflops(fresh, config, device)
+    reference = predictions(fresh, inputs.to(device))
+
+    def build(path):
+        model = GReFELForImageClassification(config).eval().to(device)
+        model.load_state_dict(state)
+        if path in ("previous_eager", "eager"):
+            return model
+        return model.optimize_for_inference(path)
+
+    rows, auto, agreements, kept = [], None, {"eager": (1.0, count)}, {}
+    for path in paths:
+        if path == "bf16" and not has_native_bf16(device):
+            continue  # emulated bf16: never a path here
+        model = build(path)
+        if path == "auto":
+            auto = model.inference_report
+        context = previous_eager_forward() if path == "previous_eager" else contextlib.nullcontext()
+        with context:
+            if path in agreements or path == "auto" and model.inference_path in agreements:
+                # The reference is eager fp32 itself; auto runs one of the paths already checked, on the same weights.
+                checked = agreements[path if path != "auto" else model.inference_path]
+            else:
+                # The previous forward equals eager within 1e-5 (tests/test_inference_paths.py): 64 inputs suffice.
+                subset = inputs[:64] if path == "previous_eager" else inputs
+                agreement = (predictions(model, subset.to(device)) == reference[: len(subset)]).float().mean().item()
+                checked = agreements[path] = (agreement, len(subset))
+            for batch in batches:
+                row = {"preset": preset, "path": path, "batch": batch,
+                       **time_batches(model, inputs, batch, repeats, device), "top1_agreement": checked[0],
+                       "agreement_inputs": checked[1]}
+                row["achieved_gflops"] = row["images_per_s"] * gflop
+                if path == "auto":
+                    row["auto_chose"] = model.inference_path
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        if path in ("eager", "auto"):
+            kept[path] = model
+        del model
+    kept["previous_eager"] = kept["eager"]
+    interleaved = interleaved_ratios(preset, kept, inputs, batches, interleaved_repeats, device)
+    return rows, {"preset": preset, "forward_gflop_per_image": gflop, "inputs": count, "auto": auto,
+                  "interleaved": interleaved}
+
+
+@torch.no_grad()
+def interleaved_ratios(preset: str, models: dict, inputs: torch.Tensor, batches: list[int], repeats: int,
+                       device: str) -> list[dict]:
+    """previous eager, eager and auto timed in turn, call after call, so that load from other processes on a shared
+    machine falls on all three alike; the rows above time one path after another and drift with that load."""
+    from emotionnet.previous_eager import previous_eager_forward
+
+    rows = []
+    for batch in batches:
+        x = first_batch(inputs, batch, device)
+        times = {name: [] for name in models}
+        for turn in range(repeats + 1):  # the first turn warms up
+            for name, model in models.items():
+                with previous_eager_forward() if name == "previous_eager" else contextlib.nullcontext():
+                    start = time.perf_counter()
+                    model(x)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    if turn:
+                        times[name].append(time.perf_counter() - start)
+        previous = statistics.median(times["previous_eager"])
+        for name, seconds in times.items():
+            median = statistics.median(seconds)
+            rows.append({"preset": preset, "path": name, "batch": batch, "images_per_s": batch / median,
+                         "ratio_vs_previous_eager": previous / median, "calls": repeats})
+        print(json.dumps(rows[-3:]), flush=True)
+    return rows
+
+
+def train_step_comparison(preset: str, batch_size: int, device: str, steps: int) -> dict:
+    """Training-step throughput of the lean forward and of the previous eager forward, same run."""
+    from emotionnet.previous_eager import previous_eager_forward
+
+    lean = train_throughput(preset, batch_size, device, steps, warmup=1)
+    with previous_eager_forward():
+        previous = train_throughput(preset, batch_size, device, steps, warmup=1)
+    return {"preset": preset, "batch_size": batch_size, "images_per_s": lean["images_per_s"],
+            "previous_eager_images_per_s": previous["images_per_s"],
+            "ratio_vs_previous_eager": lean["images_per_s"] / previous["images_per_s"]}
+
+
+def data_pipeline(image_size: int, source_side: int, count: int, device: str) -> dict:
+    """Decode (the training collator: the shared image reader, resize to the input size) + BatchAugment, one core."""
+    from emotionnet.augment import BatchAugment
+    from emotionnet.data import SafeImageLoader, collate_images
+    from emotionnet.synthetic import make_synthetic_faces
+
+    faces = make_synthetic_faces(num_per_class=-(-count // 8), image_size=source_side, seed=1)["train"]
+    examples = []
+    for i in range(count):
+        image = faces[i]["image"].convert("L" if source_side <= 48 else "RGB")  # FER2013 is grey, RAF-DB colour
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        examples.append({"image": {"bytes": buffer.getvalue(), "path": None}, "label": faces[i]["label"]})
+    loader, augment = SafeImageLoader(), BatchAugment(image_size=image_size).to(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        images, _, _, _ = collate_images(examples, loader, augment.input_size)
+        decoded = time.perf_counter()
+        for first in range(0, len(images), 32):
+            augment(images[first : first + 32].to(device))
+        end = time.perf_counter()
+    finally:
+        torch.set_num_threads(threads)
+    return {"source": f"{source_side}x{source_side} JPEG", "image_size": image_size, "images": count,
+            "decode_images_per_s_per_core": count / (decoded - start),
+            "augment_images_per_s_per_core": count / (end - decoded),
+            "decode_and_augment_images_per_s_per_core": count / (end - start)}
+
+
+def inference_section(args) -> dict:
+    paths = ["previous_eager", "eager", "bf16", "int8", "auto"] + (["compile"] if args.compile else [])
+    rows, details = [], []
+    batches_of = {"tiny": [1, 16, 64], "paper": args.paper_batches}
+    for preset in args.inference_presets:
+        batches = batches_of[preset]
+        preset_rows, detail = inference_rows(preset, batches, args.inference_repeats, args.agreement_inputs,
+                                             args.device, paths, args.interleaved_repeats)
+        rows += preset_rows
+        details.append(detail)
+    previous = {(r["preset"], r["batch"]): r["images_per_s"] for r in rows if r["path"] == "previous_eager"}
+    for row in rows:
+        row["ratio_vs_previous_eager"] = row["images_per_s"] / previous[(row["preset"], row["batch"])]
+    tiny = GReFELConfig.tiny()
+    return {
+        "inference": rows,
+        "inference_details": details,
+        "gemm": gemm_rates(args.device),
+        "train_step": [
+            train_step_comparison(preset, 32 if preset == "tiny" else args.train_batch, args.device,
+                                  args.steps if preset == "tiny" else max(2, args.steps // 2))
+            for preset in args.inference_presets
+        ],
+        "data_pipeline": [data_pipeline(GReFELConfig.paper().image_size, 100, args.agreement_inputs, "cpu"),
+                          data_pipeline(tiny.image_size, 48, args.agreement_inputs, "cpu")],
+        "reference": "previous_eager: GReFEL's eager forward before issue 11 (emotionnet/previous_eager.py); the "
+                     "official POSTER++ code is not available offline, so no ratio against it is measured here.",
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=["size", "train", "latency"],
-                        choices=["size", "train", "latency"])
+                        choices=["size", "train", "latency", "inference"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=5, help="Timed training steps per config.")
     parser.add_argument("--tiny_batch_size", type=int, default=32)
     parser.add_argument("--paper_batch_size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5, help="Timed pipeline calls per model.")
+    parser.add_argument("--inference_repeats", type=int, default=5, help="Timed forwards per inference row.")
+    parser.add_argument("--interleaved_repeats", type=int, default=4,
+                        help="Calls per path in the interleaved previous-eager / eager / auto comparison.")
+    parser.add_argument("--agreement_inputs", type=int, default=256, help="Inputs the top-1 agreement is taken on.")
+    parser.add_argument("--paper_batches", type=int, nargs="+", default=[1, 16],
+                        help="Paper-size inference batches (64 needs several GB and minutes per path on a CPU).")
+    parser.add_argument("--train_batch", type=int, default=16, help="Paper-size batch of the inference section's "
+                        "training-step comparison.")
+    parser.add_argument("--inference_presets", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
+    parser.add_argument("--compile", action="store_true", help="Also time the torch.compile path (minutes).")
     parser.add_argument("--output", default="benchmarks/results.json")
     args = parser.parse_args(argv)
 
@@ -150,6 +447,11 @@ def main(argv=None) -> dict:
         ]
     if "latency" in args.sections:
         results["latency"] = latency_section(args.device, args.repeats)
+    if "inference" in args.sections:
+        from modeling_grefel.modeling_grefel import has_native_bf16
+
+        results["machine"].update(cpu=cpu_name(), native_bf16=has_native_bf16(args.device))
+        results.update(inference_section(args))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
