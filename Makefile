@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	OMP_NUM_THREADS=2 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no \
 		--dynamo_backend no scripts/train.py --output_dir outputs/synthetic-default
-	$(PY) scripts/evaluate.py --model outputs/synthetic-default --dataset synthetic --split test
+	$(PY) scripts/evaluate_model.py --model outputs/synthetic-default --dataset synthetic --split test
 
 # Serve the Gradio Space on the model `make demo` trained (http://127.0.0.1:7860).
 space: setup

@@ -7,8 +7,9 @@ with `HF_HUB_OFFLINE=1` on a machine without network.
 Typical use in a training script:
 
     metrics = evaluate_model(model, eval_dataloader, accelerator)      # eval_accuracy, eval_corrected_ece, ...
-    save_confusion_matrix(metrics["eval_confusion_matrix"], label_names,
-                          output_dir / "confusion_matrix.png", output_dir / "confusion_matrix.json")
+    RunFolder(output_dir).write_confusion_matrix(metrics["eval_confusion_matrix"], label_names, title="...")
+
+(`emotionnet.run_folder.RunFolder` names the files and calls `save_confusion_matrix`.)
 """
 
 from __future__ import annotations

@@ -30,18 +30,17 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 from huggingface_hub.utils import validate_repo_id
 
 from .model_card import (
-    CONFUSION_MATRIX_IMAGE,
     DEFAULT_LICENSE,
     build_model_card,
     load_training_run,
 )
+from .run_folder import CONFUSION_MATRIX, CONFUSION_MATRIX_IMAGE, RESULTS, TRAINING_CONFIG
 
 MODEL_VARIABLE = "EMOTIONNET_MODEL"
 MODEL_REVISION_VARIABLE = "EMOTIONNET_MODEL_REVISION"
 DEFAULT_BRANCH = "main"
 # Result files of the run published next to the weights, so anyone can check the card against them.
-RESULT_FILES = ("all_results.json", "confusion_matrix.json", CONFUSION_MATRIX_IMAGE)
-TRAINING_CONFIG = "training_config.json"
+RESULT_FILES = (RESULTS, CONFUSION_MATRIX, CONFUSION_MATRIX_IMAGE)
 # Files of a Space folder that are build or editor leftovers, never part of the demo.
 SPACE_IGNORED_NAMES = ("__pycache__", ".git", ".DS_Store", ".ipynb_checkpoints", ".pytest_cache")
 
@@ -570,7 +569,7 @@ def _build_all(
         log(
             f"Warning: {output_dir} holds no evaluation results (all_results.json is missing or has no eval_* "
             "metrics: a converted checkpoint, or a run that did not finish), so the model card reports none. "
-            "Finish the run (--resume_from_checkpoint latest) or evaluate it with scripts/evaluate.py first."
+            "Finish the run (--resume_from_checkpoint latest) or evaluate it with scripts/evaluate_model.py first."
         )
     space_upload_dir, space_files = None, ()
     if space_id is not None and space_dir is not None:

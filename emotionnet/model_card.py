@@ -23,8 +23,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .run_folder import CONFUSION_MATRIX, CONFUSION_MATRIX_IMAGE, RESULTS, TRAINING_CONFIG, RunFolder
+
 SYNTHETIC_DATASET = "synthetic-faces"
-CONFUSION_MATRIX_IMAGE = "confusion_matrix.png"
 DEFAULT_LICENSE = "apache-2.0"
 DEFAULT_TAGS = (
     "facial-expression-recognition",
@@ -128,19 +129,6 @@ class TrainingRun:
         return [id2label[key] for key in sorted(id2label, key=int)]
 
 
-def _read_json(path: Path, *, required: bool) -> Any:
-    if not path.is_file():
-        if required:
-            raise FileNotFoundError(f"{path} does not exist; expected the file a training run writes there.")
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{path} line {err.lineno}: not valid JSON ({err.msg}); rewrite it or re-run the step that writes it."
-        ) from err
-
-
 def redact_secrets(value: Any, key: str = "") -> Any:
     """Copy `value` with token-like argument values and strings replaced by "<redacted>".
 
@@ -181,21 +169,22 @@ def load_training_run(output_dir: str | Path, weight_files: Sequence[Path] = ())
         ValueError: one of the JSON files does not parse.
     """
     output_dir = Path(output_dir)
-    confusion = _read_json(output_dir / "confusion_matrix.json", required=False)
+    folder = RunFolder(output_dir)
+    confusion = folder.read(CONFUSION_MATRIX)
     if confusion is not None:
         labels, matrix = confusion.get("labels"), confusion.get("matrix")
         if not isinstance(labels, list) or not isinstance(matrix, list) or len(matrix) != len(labels):
             raise ValueError(
-                f"{output_dir / 'confusion_matrix.json'}: expected {{'labels': [...], 'matrix': [[...]]}} with one "
+                f"{folder / CONFUSION_MATRIX}: expected {{'labels': [...], 'matrix': [[...]]}} with one "
                 "row per label; re-run the evaluation that writes it."
             )
     return TrainingRun(
         output_dir=output_dir,
-        model_config=_read_json(output_dir / "config.json", required=True),
-        results=_read_json(output_dir / "all_results.json", required=False) or {},
-        training_config=redact_secrets(_read_json(output_dir / "training_config.json", required=False) or {}),
+        model_config=folder.read("config.json", required=True),
+        results=folder.read(RESULTS) or {},
+        training_config=redact_secrets(folder.read(TRAINING_CONFIG) or {}),
         confusion_matrix=confusion,
-        has_confusion_matrix_image=(output_dir / CONFUSION_MATRIX_IMAGE).is_file(),
+        has_confusion_matrix_image=(folder / CONFUSION_MATRIX_IMAGE).is_file(),
         num_parameters=count_safetensors_parameters(weight_files) if weight_files else None,
     )
 
@@ -247,7 +236,7 @@ def eval_results_from_run(run: TrainingRun, *, dataset_id: str | None = None) ->
     return entries
 
 
-# Arguments of scripts/train.py that shape the evaluation data, and the scripts/evaluate.py flag (and its default)
+# Arguments of scripts/train.py that shape the evaluation data, and the scripts/evaluate_model.py flag (and its default)
 # that must repeat them for the numbers to reproduce: same columns, same seed for generated or carved-out splits,
 # same truncation of the validation split.
 _EVALUATION_ARGUMENTS = (
@@ -259,7 +248,7 @@ _EVALUATION_ARGUMENTS = (
 
 
 def evaluation_commands(run: TrainingRun, repo_id: str, revision: str | None = None) -> list[str]:
-    """The `scripts/evaluate.py` command lines that reproduce the card's numbers from the Hub weights.
+    """The `scripts/evaluate_model.py` command lines that reproduce the card's numbers from the Hub weights.
 
     The dataset is named as training was given it (training_config.json "dataset", e.g. "synthetic"), falling back
     to all_results.json's name; the data options that change the evaluated samples are repeated.
@@ -275,7 +264,7 @@ def evaluation_commands(run: TrainingRun, repo_id: str, revision: str | None = N
         if config.get(train_key) not in (None, default):
             extra += [flag, str(config[train_key])]
     return [
-        shlex.join(["python", "scripts/evaluate.py", "--model", repo_id, *data, "--split", split, *extra])
+        shlex.join(["python", "scripts/evaluate_model.py", "--model", repo_id, *data, "--split", split, *extra])
         for split in evaluated_splits(run.results).values()
     ]
 
@@ -289,7 +278,7 @@ def _results_section(run: TrainingRun, repo_id: str, revision: str | None) -> st
         held = "no `all_results.json`" if not run.results else "an `all_results.json` without evaluation metrics"
         return (
             f"## Evaluation\n\nThe training output holds {held}, so this card reports no evaluation "
-            "numbers. Evaluate the model with `scripts/evaluate.py` before relying on it.\n"
+            "numbers. Evaluate the model with `scripts/evaluate_model.py` before relying on it.\n"
         )
     lines = [
         "## Evaluation",
@@ -523,7 +512,6 @@ def build_model_card(
 
 __all__ = [
     "CLASS_DESCRIPTIONS",
-    "CONFUSION_MATRIX_IMAGE",
     "DEFAULT_LICENSE",
     "DEFAULT_TAGS",
     "GREFEL_BIBTEX",

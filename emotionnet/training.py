@@ -10,7 +10,6 @@ import pickle
 import re
 import shutil
 import signal
-import tempfile
 import threading
 import warnings
 import zipfile
@@ -20,6 +19,8 @@ from pathlib import Path
 import torch
 
 from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELImageProcessor
+
+from .run_folder import write_json_atomic
 
 # The seed's recipes (GREFEL_SPEC.md, "Recipes"). Flags given on the command line override them.
 RECIPES: dict[str, dict] = {
@@ -50,7 +51,7 @@ RECIPES: dict[str, dict] = {
     ),
 }
 SCHEDULERS = ("constant", "exponential", "cosine")
-# Default seed of training and evaluation alike, so evaluate.py regenerates the splits training used.
+# Default seed of training and evaluation alike, so evaluate_model.py regenerates the splits training used.
 DEFAULT_SEED = 0
 # Magnitudes of BatchAugment: the seed's recipe, a milder one, a light one (random shift, flip and a little colour
 # jitter: the synthetic faces already vary in pose and lighting), or none (plain resize).
@@ -62,8 +63,6 @@ AUGMENTATIONS = {
 }
 CHECKPOINT_PATTERN = re.compile(r"^(step|epoch)_(\d+)$")
 TRAINER_STATE = "trainer_state.json"
-# Written last by a finished run (scripts/train.py): its presence marks the output folder as complete.
-RESULTS_FILE = "all_results.json"
 # Signals that ask a training run to checkpoint and stop (`StopRequest`): `kill -TERM`, schedulers, launchers; Ctrl-C.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Endings of the files in a checkpoint folder that hold pickles (accelerate's optimizer.bin, random_states_N.pkl, ...).
@@ -388,16 +387,6 @@ def save_pretrained(accelerator, model, processor, folder: Path) -> None:
         processor.save_pretrained(folder)
 
 
-def write_json_atomic(path: Path, payload) -> None:
-    """Write JSON to a temporary file beside `path` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(handle.name, path)
-
-
 def step_seed(seed: int, micro_step: int, process_index: int) -> int:
     """The RNG seed of one micro-batch: a resumed run replays exactly what an uninterrupted one would have drawn."""
     return (seed * 1_000_003 + micro_step * 7919 + process_index) % (2**63 - 1)
@@ -406,7 +395,6 @@ def step_seed(seed: int, micro_step: int, process_index: int) -> int:
 __all__ = [
     "DEFAULT_SEED",
     "RECIPES",
-    "RESULTS_FILE",
     "AUGMENTATIONS",
     "SCHEDULERS",
     "EvalCollator",
@@ -426,5 +414,4 @@ __all__ = [
     "save_pretrained",
     "save_pretrained_atomic",
     "step_seed",
-    "write_json_atomic",
 ]

@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# Import from the repository root so the script runs from a checkout without installing.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
-
-from emotionnet.convert import ConversionError, convert_weights, summarize  # noqa: E402
+from emotionnet.convert import ConversionError, convert_weights, summarize
 
 
 def parse_args(argv=None) -> argparse.Namespace:

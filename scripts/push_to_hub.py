@@ -16,11 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-# Running from a source checkout without `pip install -e .` still finds the emotionnet package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from emotionnet.hub import HubPublishError, publish  # noqa: E402
-from emotionnet.model_card import DEFAULT_LICENSE  # noqa: E402
+from emotionnet.hub import HubPublishError, publish
+from emotionnet.model_card import DEFAULT_LICENSE
 
 DEFAULT_SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
 

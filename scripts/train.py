@@ -19,7 +19,6 @@ Mixed precision, gradient accumulation, FSDP/DeepSpeed come from `accelerate con
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import sys
@@ -33,26 +32,21 @@ from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-# Import from the repository root (runs from a checkout without installing), never from scripts/, where
-# evaluate.py would shadow the `evaluate` library.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
-
-from emotionnet.augment import BatchAugment  # noqa: E402
-from emotionnet.data import (  # noqa: E402
+from emotionnet.augment import BatchAugment
+from emotionnet.data import (
     SafeImageLoader,
     describe_skipped,
     load_fer_dataset,
     require_readable_image,
     with_raw_images,
 )
-from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
-from emotionnet.sampling import ClassBalancedSampler  # noqa: E402
-from emotionnet.training import (  # noqa: E402
+from emotionnet.evaluation import evaluate_model
+from emotionnet.run_folder import CONFUSION_MATRIX_IMAGE, HISTORY, RESULTS, SKIPPED_IMAGES, TRAINING_CONFIG, RunFolder
+from emotionnet.sampling import ClassBalancedSampler
+from emotionnet.training import (
     AUGMENTATIONS,
     DEFAULT_SEED,
     RECIPES,
-    RESULTS_FILE,
     SCHEDULERS,
     CheckpointError,
     EvalCollator,
@@ -68,10 +62,9 @@ from emotionnet.training import (  # noqa: E402
     save_pretrained,
     save_pretrained_atomic,
     step_seed,
-    write_json_atomic,
 )
-from modeling_grefel import GReFELImageProcessor  # noqa: E402
-from modeling_grefel.configuration_grefel import TRUST_SCHEDULES  # noqa: E402
+from modeling_grefel import GReFELImageProcessor
+from modeling_grefel.configuration_grefel import TRUST_SCHEDULES
 
 logger = get_logger(__name__)
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "corrected_accuracy", "corrected_balanced_accuracy",
@@ -169,19 +162,20 @@ def main(argv=None) -> dict:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     set_seed(args.seed)
-    if args.resume_from_checkpoint and (output_dir / RESULTS_FILE).is_file():
+    run_folder = RunFolder(output_dir)
+    if args.resume_from_checkpoint and run_folder.is_finished():
         # all_results.json is written last, once everything else is in place: the run is complete.
-        finished = json.loads((output_dir / RESULTS_FILE).read_text())
+        finished = run_folder.read(RESULTS)
         accelerator.print(
             f"--resume_from_checkpoint: the run in {output_dir} is already finished ({finished.get('epochs')} epochs, "
-            f"{finished.get('global_step')} steps, see {RESULTS_FILE}); nothing to resume and nothing was changed. "
+            f"{finished.get('global_step')} steps, see {RESULTS}); nothing to resume and nothing was changed. "
             f"To train further, start a new run from its weights: --model_config {output_dir} --output_dir <new folder>."
         )
         return finished
-    if accelerator.is_main_process and (output_dir / RESULTS_FILE).is_file():
+    if accelerator.is_main_process and run_folder.is_finished():
         # A new run in this folder: until it finishes, the folder must not read as finished (resume checks this).
-        accelerator.print(f"{output_dir} held a finished run; its {RESULTS_FILE} is removed, the rest is overwritten.")
-        (output_dir / RESULTS_FILE).unlink()
+        accelerator.print(f"{output_dir} held a finished run; its {RESULTS} is removed, the rest is overwritten.")
+        (run_folder / RESULTS).unlink()
 
     # ---------------------------------------------------------------- data
     with accelerator.main_process_first():
@@ -347,7 +341,7 @@ def main(argv=None) -> dict:
             if metrics["eval_skipped"] and not state["history"][:-1]:  # named once, at the first evaluation
                 unreadable = [(entry["image"], entry["reason"]) for entry in metrics["eval_skipped"]]
                 accelerator.print(f"Validation skips {describe_skipped(unreadable)}; they are listed in "
-                                  "skipped_images.json at the end.")
+                                  f"{SKIPPED_IMAGES} at the end.")
             if args.report_to != "none":
                 accelerator.log({f"eval/{k[5:]}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                                 step=state["completed_steps"])
@@ -392,22 +386,22 @@ def main(argv=None) -> dict:
     unreadable = [{"image": image, "reason": reason, "split": "train"} for image, reason in skipped.items()]
     unreadable += [{**entry, "split": "validation"} for entry in eval_skipped]
     if accelerator.is_main_process:
-        write_json_atomic(output_dir / "training_config.json", run_config)
-        write_json_atomic(output_dir / "training_history.json", state["history"])
-        save_confusion_matrix(metrics["eval_confusion_matrix"], label_names, output_dir / "confusion_matrix.png",
-                              output_dir / "confusion_matrix.json", title=f"GReFEL on {results['dataset']} (validation)")
+        run_folder.write(TRAINING_CONFIG, run_config)
+        run_folder.write(HISTORY, state["history"])
+        run_folder.write_confusion_matrix(metrics["eval_confusion_matrix"], label_names,
+                                          title=f"GReFEL on {results['dataset']} (validation)")
         if unreadable:
-            write_json_atomic(output_dir / "skipped_images.json", unreadable)
+            run_folder.write(SKIPPED_IMAGES, unreadable)
         # Last, once everything else is in place: its presence marks the run as finished.
-        write_json_atomic(output_dir / RESULTS_FILE, results)
+        run_folder.write(RESULTS, results)
     accelerator.end_training()
     accelerator.print(
         f"Done in {runtime:.0f}s: accuracy {results['eval_accuracy']:.4f} (corrected "
         f"{results['eval_corrected_accuracy']:.4f}) on {results['eval_samples']} of {len(eval_set)} validation "
         f"images, best epoch {state['best_epoch']}. Unreadable images skipped: {len(skipped)} train, "
-        f"{len(eval_skipped)} validation{' (see skipped_images.json)' if unreadable else ''}.\n"
+        f"{len(eval_skipped)} validation{f' (see {SKIPPED_IMAGES})' if unreadable else ''}.\n"
         f"Wrote the model, processor and remote code to {output_dir} (best model in {output_dir / 'best'}), "
-        f"{RESULTS_FILE}, training_config.json and confusion_matrix.png."
+        f"{RESULTS}, {TRAINING_CONFIG} and {CONFUSION_MATRIX_IMAGE}."
     )
     return results
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard, SpaceCard
 
+from emotionnet import run_folder
 from emotionnet.model_card import GREFEL_BIBTEX, TrainingRun, evaluation_commands
 from tests.hub_server import FakeHub
 
@@ -75,12 +76,12 @@ def _write_training_output(folder: Path, model_dir: Path) -> None:
     from PIL import Image
 
     shutil.copytree(model_dir, folder)
-    (folder / "all_results.json").write_text(json.dumps(ALL_RESULTS))
-    (folder / "training_config.json").write_text(json.dumps(TRAINING_CONFIG))
+    (folder / run_folder.RESULTS).write_text(json.dumps(ALL_RESULTS))
+    (folder / run_folder.TRAINING_CONFIG).write_text(json.dumps(TRAINING_CONFIG))
     labels = list(ALL_RESULTS["eval_per_class_recall"])
     matrix = [[5 if i == j else 1 for j in range(8)] for i in range(8)]
-    (folder / "confusion_matrix.json").write_text(json.dumps({"labels": labels, "matrix": matrix}))
-    Image.new("RGB", (16, 16), (200, 30, 30)).save(folder / "confusion_matrix.png")
+    (folder / run_folder.CONFUSION_MATRIX).write_text(json.dumps({"labels": labels, "matrix": matrix}))
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(folder / run_folder.CONFUSION_MATRIX_IMAGE)
     # The best checkpoint the run also writes; it must not be uploaded.
     shutil.copytree(model_dir, folder / "best")
 
@@ -97,7 +98,7 @@ def synthetic_output(training_output, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic") / "output"
     shutil.copytree(training_output, folder)
     results = {**ALL_RESULTS, "dataset": "synthetic-faces", "synthetic": True}
-    (folder / "all_results.json").write_text(json.dumps(results))
+    (folder / run_folder.RESULTS).write_text(json.dumps(results))
     return folder
 
 
@@ -148,10 +149,10 @@ def test_dry_run_writes_model_code_results_and_card(dry_run_dir):
         "model.safetensors",
         "preprocessor_config.json",
         "README.md",
-        "confusion_matrix.png",
-        "all_results.json",
-        "training_config.json",
-        "confusion_matrix.json",
+        run_folder.CONFUSION_MATRIX_IMAGE,
+        run_folder.RESULTS,
+        run_folder.TRAINING_CONFIG,
+        run_folder.CONFUSION_MATRIX,
     } <= names
     assert {"configuration_grefel.py", "modeling_grefel.py"} <= names
     assert not any(name.startswith("best/") for name in names)
@@ -178,9 +179,9 @@ def test_dry_run_refuses_to_replace_a_non_empty_folder(training_output, tmp_path
 
 
 def test_published_training_config_has_secrets_redacted(dry_run_dir):
-    for name in ("training_config.json", "README.md"):
+    for name in (run_folder.TRAINING_CONFIG, "README.md"):
         assert SECRET not in (dry_run_dir / name).read_text()
-    assert json.loads((dry_run_dir / "training_config.json").read_text())["hub_token"] == "<redacted>"
+    assert json.loads((dry_run_dir / run_folder.TRAINING_CONFIG).read_text())["hub_token"] == "<redacted>"
 
 
 def test_output_without_auto_map_is_rejected(training_output, tmp_path):
@@ -268,7 +269,7 @@ def test_card_references_the_confusion_matrix_image(dry_run_dir):
 
 def test_card_prints_the_reproducing_evaluation_command(dry_run_dir):
     text = (dry_run_dir / "README.md").read_text()
-    command = f"python scripts/evaluate.py --model {REPO_ID} --dataset ferplus --data_dir /data/ferplus --split"
+    command = f"python scripts/evaluate_model.py --model {REPO_ID} --dataset ferplus --data_dir /data/ferplus --split"
     assert f"{command} validation --seed 7\n" in text
     assert f"{command} test --seed 7\n" in text
 
@@ -301,9 +302,9 @@ def test_dry_run_without_evaluation_results_warns_and_the_card_says_so(training_
     """An interrupted run's output once published a card with an empty results table and no warning."""
     output = tmp_path / "output"
     shutil.copytree(training_output, output)
-    (output / "all_results.json").unlink()
+    (output / run_folder.RESULTS).unlink()
     if results is not None:
-        (output / "all_results.json").write_text(json.dumps(results))
+        (output / run_folder.RESULTS).write_text(json.dumps(results))
     target = tmp_path / "upload"
     result = run_push([str(output), "--repo_id", REPO_ID, "--dry_run", "--dry_run_dir", str(target)],
                       _env(tmp_path, HF_HUB_OFFLINE="1"))
@@ -503,5 +504,5 @@ def test_evaluation_command_names_the_dataset_as_training_took_it(tmp_path):
         training_config={"dataset": "synthetic", "data_dir": None, "seed": 42},
     )
     assert evaluation_commands(run, "a/b") == [
-        "python scripts/evaluate.py --model a/b --dataset synthetic --split validation"
+        "python scripts/evaluate_model.py --model a/b --dataset synthetic --split validation"
     ]

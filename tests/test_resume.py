@@ -24,6 +24,7 @@ import psutil
 import pytest
 import torch
 
+from emotionnet.run_folder import CONFUSION_MATRIX, HISTORY, RESULTS
 from emotionnet.training import (
     STOP_SIGNALS,
     CheckpointError,
@@ -67,7 +68,7 @@ def files_of(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 def assert_same_outputs(resumed: Path, straight: Path) -> None:
     """Identical history, final weights and `best/` weights (bit for bit: every micro-batch replays its seed)."""
-    for name in ("training_history.json", "model.safetensors", "best/model.safetensors", "confusion_matrix.json"):
+    for name in (HISTORY, "model.safetensors", "best/model.safetensors", CONFUSION_MATRIX):
         assert (resumed / name).read_bytes() == (straight / name).read_bytes(), name
     mine, theirs = results_of(resumed), results_of(straight)
     for key in ("eval_accuracy", "eval_macro_f1", "eval_corrected_accuracy", "eval_samples", "best_epoch",
@@ -80,7 +81,7 @@ def test_resumed_run_ends_as_the_uninterrupted_one(image_dir, straight, tmp_path
     """At the end of epoch 1 (step 3) the checkpoint precedes that epoch's evaluation and `best/` save, which the
     resumed run must do before training epoch 2 (they used to be skipped)."""
     run(small(image_dir, tmp_path, "--stop_after_steps", str(stop_after)))
-    assert not (tmp_path / "all_results.json").exists()
+    assert not (tmp_path / RESULTS).exists()
     state = json.loads((tmp_path / "checkpoints" / f"step_{stop_after}" / "trainer_state.json").read_text())
     assert state["completed_steps"] == stop_after and state["epoch"] == (1 if stop_after > 3 else 0)
     run(small(image_dir, tmp_path, "--resume_from_checkpoint", "latest"))
@@ -100,7 +101,7 @@ def test_resume_after_an_interrupted_final_save_writes_every_output(image_dir, s
     """all_results.json is written last, so a kill during the final save leaves none; resuming finishes the run."""
     interrupted = tmp_path / "run"
     shutil.copytree(straight, interrupted)
-    for name in ("all_results.json", "model.safetensors", "training_history.json", "confusion_matrix.json"):
+    for name in (RESULTS, "model.safetensors", HISTORY, CONFUSION_MATRIX):
         (interrupted / name).unlink()
     run(small(image_dir, interrupted, "--resume_from_checkpoint", "latest"))
     assert_same_outputs(interrupted, straight)
@@ -152,7 +153,7 @@ def test_a_checkpoint_of_the_pickled_scheduler_layout_is_refused_with_what_to_do
 def test_training_refuses_to_resume_from_a_checkpoint_with_a_planted_pickle(image_dir, straight, tmp_path):
     planted = tmp_path / "run"
     shutil.copytree(straight, planted)
-    (planted / "all_results.json").unlink()
+    (planted / RESULTS).unlink()
     checkpoint = list_checkpoints(planted)[-1]
     marker = tmp_path / "marker"
     torch.save(MarkerWriter(marker), checkpoint / "custom_checkpoint_0.pkl")
@@ -225,7 +226,7 @@ def test_a_signal_to_the_process_group_checkpoints_and_the_resumed_run_ends_as_t
     step, checkpoint = int(stopped[1]), Path(stopped[2])
     assert 2 <= step < 48 and checkpoint.name == f"step_{step}" and checkpoint == list_checkpoints(tmp_path)[-1]
     assert json.loads((checkpoint / "trainer_state.json").read_text())["completed_steps"] == step
-    assert not (tmp_path / "all_results.json").exists()
+    assert not (tmp_path / RESULTS).exists()
     run(stoppable(image_dir, tmp_path, "--resume_from_checkpoint", "latest"))
     assert_same_outputs(tmp_path, straight_small_batches)
 
@@ -248,6 +249,6 @@ def test_under_ddp_a_signal_to_one_rank_stops_every_rank_at_the_same_step(image_
     assert stopped, stdout + stderr[-3000:]
     step = int(stopped[1])
     assert json.loads((Path(stopped[2]) / "trainer_state.json").read_text())["completed_steps"] == step < 24
-    assert not (tmp_path / "all_results.json").exists()
+    assert not (tmp_path / RESULTS).exists()
     run(args + ["--resume_from_checkpoint", "latest"], threads=1, launcher=launcher)
     assert results_of(tmp_path)["global_step"] == 24

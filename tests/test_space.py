@@ -24,6 +24,8 @@ import PIL.Image
 import pytest
 import torch
 
+from emotionnet.run_folder import RESULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "space"
 EXAMPLES = SPACE / "examples"
@@ -44,7 +46,7 @@ def _import_space_module(name: str):
 def copy_with_results(model_dir: Path, folder: Path) -> Path:
     """A copy of the shared tiny model folder plus the all_results.json a synthetic-data training run writes."""
     shutil.copytree(model_dir, folder)
-    (folder / "all_results.json").write_text(json.dumps({"dataset": "synthetic-faces", "synthetic": True}))
+    (folder / RESULTS).write_text(json.dumps({"dataset": "synthetic-faces", "synthetic": True}))
     return folder
 
 

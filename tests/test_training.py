@@ -1,4 +1,4 @@
-"""scripts/train.py end to end: learning on synthetic faces, exact resume, two-process DDP, outputs, evaluate.py."""
+"""scripts/train.py end to end: learning on synthetic faces, exact resume, two-process DDP, outputs, evaluate_model.py."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from emotionnet.run_folder import (
+    CONFUSION_MATRIX,
+    CONFUSION_MATRIX_IMAGE,
+    EVAL_RESULTS,
+    RESULTS,
+    SKIPPED_IMAGES,
+    TRAINING_CONFIG,
+)
 from emotionnet.training import lr_factor
 from tests.fixtures_data import write_imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "scripts" / "train.py")
-EVALUATE = str(ROOT / "scripts" / "evaluate.py")
+EVALUATE = str(ROOT / "scripts" / "evaluate_model.py")
 # Small enough for two CPU cores in well under a minute per run.
 QUICK = ["--dataset", "synthetic", "--model_config", "tiny", "--max_train_samples", "256", "--max_eval_samples",
          "128", "--batch_size", "16", "--num_workers", "0", "--report_to", "none", "--checkpoints_total_limit", "2"]
@@ -37,7 +45,7 @@ def run(args: list[str], *, threads: int | None = None, timeout: int = 600, laun
 
 
 def results_of(folder: Path) -> dict:
-    return json.loads((folder / "all_results.json").read_text())
+    return json.loads((folder / RESULTS).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +88,7 @@ def test_default_synthetic_run_learns_every_class(tmp_path):
 def test_training_writes_a_complete_output_folder(single_run):
     results = results_of(single_run)
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "modeling_grefel.py",
-                 "training_config.json", "confusion_matrix.png", "confusion_matrix.json", "best/model.safetensors"):
+                 TRAINING_CONFIG, CONFUSION_MATRIX_IMAGE, CONFUSION_MATRIX, "best/model.safetensors"):
         assert (single_run / name).exists(), name
     assert results["synthetic"] is True and results["dataset"] == "synthetic-faces"
     assert results["global_step"] == 3 * (256 // 16)
@@ -88,7 +96,7 @@ def test_training_writes_a_complete_output_folder(single_run):
         assert 0.0 <= results[key] <= 1.0, key
     assert set(results["eval_per_class_recall"]) == {"neutral", "happiness", "surprise", "sadness", "anger",
                                                      "disgust", "fear", "contempt"}
-    config = json.loads((single_run / "training_config.json").read_text())
+    config = json.loads((single_run / TRAINING_CONFIG).read_text())
     assert config["command"].startswith("accelerate launch scripts/train.py")
     assert len(list((single_run / "checkpoints").iterdir())) == 2  # --checkpoints_total_limit 2
 
@@ -96,7 +104,7 @@ def test_training_writes_a_complete_output_folder(single_run):
 def test_evaluate_script_reproduces_the_training_metrics(single_run, tmp_path):
     run(["--model", str(single_run), "--dataset", "synthetic", "--split", "validation", "--max_samples", "128",
          "--output_dir", str(tmp_path)], script=EVALUATE, timeout=300)
-    evaluated = json.loads((tmp_path / "eval_results.json").read_text())
+    evaluated = json.loads((tmp_path / EVAL_RESULTS).read_text())
     trained = results_of(single_run)
     for key in ("eval_accuracy", "eval_balanced_accuracy", "eval_macro_f1", "eval_corrected_accuracy", "eval_ece"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
@@ -192,7 +200,7 @@ def test_unreadable_validation_images_are_named_and_the_scored_count_reported(ed
     assert "on 11 of 14 validation images" in stdout and str(bad[0]) in stdout
     results = results_of(out)
     assert results["eval_samples"] == 11 and results["eval_skipped_images"] == 3
-    listed = json.loads((out / "skipped_images.json").read_text())
+    listed = json.loads((out / SKIPPED_IMAGES).read_text())
     assert sorted(entry["image"] for entry in listed if entry["split"] == "validation") == [str(path) for path in bad]
 
 
@@ -201,7 +209,7 @@ def test_unreadable_training_images_are_skipped_counted_and_listed(edge_run):
     bad = sorted((data / "train").rglob("*.png"))[:2]
     assert "Unreadable images skipped: 2 train, 3 validation (see skipped_images.json)" in stdout
     assert results_of(out)["train_skipped_images"] == 2
-    listed = json.loads((out / "skipped_images.json").read_text())
+    listed = json.loads((out / SKIPPED_IMAGES).read_text())
     assert sorted(entry["image"] for entry in listed if entry["split"] == "train") == [str(path) for path in bad]
     assert all(entry["reason"] for entry in listed)
 
@@ -212,9 +220,9 @@ def test_evaluate_script_reports_scored_and_unreadable_images(edge_run, tmp_path
                   "--output_dir", str(tmp_path)], script=EVALUATE, timeout=300)
     assert "Scored 11 of 14 validation images" in result.stdout
     assert str(sorted((data / "val").rglob("*.png"))[0]) in result.stdout
-    evaluated = json.loads((tmp_path / "eval_results.json").read_text())
+    evaluated = json.loads((tmp_path / EVAL_RESULTS).read_text())
     assert evaluated["eval_samples"] == 11 and evaluated["eval_skipped_images"] == 3
-    assert len(json.loads((tmp_path / "skipped_images.json").read_text())) == 3
+    assert len(json.loads((tmp_path / SKIPPED_IMAGES).read_text())) == 3
 
 
 @pytest.mark.parametrize("split", ["train", "val"])

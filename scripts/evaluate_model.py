@@ -1,7 +1,7 @@
 """Evaluate any GReFEL model folder or Hub id on a FER dataset split, through the Auto classes.
 
-    python scripts/evaluate.py --model outputs/synthetic-default --dataset synthetic --split validation
-    python scripts/evaluate.py --model your-name/grefel-rafdb --dataset rafdb --data_dir data/RAF-DB/basic --split test
+    python scripts/evaluate_model.py --model outputs/synthetic-default --dataset synthetic --split validation
+    python scripts/evaluate_model.py --model your-name/grefel-rafdb --dataset rafdb --data_dir data/RAF-DB/basic --split test
 
 Reports accuracy, balanced accuracy, macro-F1, per-class recall, ECE and the confusion matrix for the primary
 prediction and for the geometry-corrected one, with how many images were scored and which could not be read, and
@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-ROOT = Path(__file__).resolve().parents[1]
-# Import from the repository root (runs from a checkout without installing), never from scripts/, where
-# evaluate.py would shadow the `evaluate` library.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
-
-from emotionnet.data import SafeImageLoader, describe_skipped, load_fer_dataset, with_raw_images  # noqa: E402
-from emotionnet.evaluation import evaluate_model, save_confusion_matrix  # noqa: E402
-from emotionnet.training import DEFAULT_SEED, EvalCollator, write_json_atomic  # noqa: E402
+from emotionnet.data import SafeImageLoader, describe_skipped, load_fer_dataset, with_raw_images
+from emotionnet.evaluation import evaluate_model
+from emotionnet.run_folder import EVAL_RESULTS, SKIPPED_IMAGES, RunFolder
+from emotionnet.training import DEFAULT_SEED, EvalCollator
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,18 +80,18 @@ def main(argv=None) -> dict:
     metrics.pop("eval_corrected_confusion_matrix", None)
     skipped = metrics.pop("eval_skipped")
     results = {"model": args.model, "dataset": args.dataset, "split": args.split, **metrics}
-    write_json_atomic(output_dir / "eval_results.json", results)
-    save_confusion_matrix(matrix, label_names, output_dir / "confusion_matrix.png", output_dir / "confusion_matrix.json",
-                          title=f"{args.model} on {args.dataset} ({args.split})")
+    folder = RunFolder(output_dir)
+    folder.write(EVAL_RESULTS, results)
+    folder.write_confusion_matrix(matrix, label_names, title=f"{args.model} on {args.dataset} ({args.split})")
     if skipped:
-        write_json_atomic(output_dir / "skipped_images.json", skipped)
+        folder.write(SKIPPED_IMAGES, skipped)
     summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items() if isinstance(v, int | float)}
     print(json.dumps(summary, indent=2))
     print(f"Scored {metrics['eval_samples']} of {len(split)} {args.split} images.")
     if skipped:
         unreadable = describe_skipped([(entry["image"], entry["reason"]) for entry in skipped])
-        print(f"Skipped {unreadable}; all listed in {output_dir / 'skipped_images.json'}.")
-    print(f"Wrote {output_dir / 'eval_results.json'} and the confusion matrix beside it.")
+        print(f"Skipped {unreadable}; all listed in {folder / SKIPPED_IMAGES}.")
+    print(f"Wrote {folder / EVAL_RESULTS} and the confusion matrix beside it.")
     return results
 
 
