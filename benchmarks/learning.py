@@ -42,6 +42,7 @@ sys.path[:] = [str(ROOT), str(ROOT / "scripts")] + [p for p in sys.path if p not
 
 from emotionnet.augment import BatchAugment  # noqa: E402
 from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
+from emotionnet.run_folder import CONFUSION_MATRIX, HISTORY, RESULTS, RunFolder  # noqa: E402
 from emotionnet.training import (  # noqa: E402
     AUGMENTATIONS,
     RECIPES,
@@ -211,9 +212,9 @@ def train_grefel(seed: int, recipe: dict) -> dict:
         train_script.main(["--seed", str(seed), "--output_dir", folder, "--num_workers", "0", "--report_to", "none",
                            "--checkpointing_steps", "none", "--num_epochs", str(recipe["num_epochs"])])
         elapsed = time.time() - started
-        results = json.loads((Path(folder) / "all_results.json").read_text())
-        history = json.loads((Path(folder) / "training_history.json").read_text())
-        matrix = np.asarray(json.loads((Path(folder) / "confusion_matrix.json").read_text())["matrix"], dtype=float)
+        run = RunFolder(folder)
+        results, history = run.read(RESULTS, required=True), run.read(HISTORY, required=True)
+        matrix = np.asarray(run.read(CONFUSION_MATRIX, required=True)["matrix"], dtype=float)
     recall = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
     first_half = next((h["step"] for h in history if h["eval_accuracy"] >= 0.5), None)
     return {
