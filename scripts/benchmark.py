@@ -27,19 +27,15 @@ import io
 import json
 import platform
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-# Import from the repository root (runs from a checkout without installing), never from scripts/, where
-# evaluate.py would shadow the `evaluate` library.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "scripts"]
+from modeling_grefel import GReFELConfig, GReFELForImageClassification
 
-from modeling_grefel import GReFELConfig, GReFELForImageClassification  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # POSTER++ figures quoted in GREFEL_SPEC.md: thop (MACs, hooked modules only) and torch.utils.flop_counter on the
 # official code (its modules include the frozen landmark network and some modules its forward never uses).
@@ -120,7 +116,7 @@ def latency_section(device: str, repeats: int) -> dict:
     for preset in ("tiny", "paper"):
         config = getattr(GReFELConfig, preset)()
         model = GReFELForImageClassification(config).eval().to(device)
-        processor = GReFELImageProcessor(size={"height": config.image_size, "width": config.image_size})
+        processor = GReFELImageProcessor.from_config(config)
         pipe = FacialExpressionPipeline(model=model, image_processor=processor, device=device)
         pipe(photo)  # warm-up
         times = []
@@ -212,7 +208,7 @@ def varied_inputs(config, count: int) -> torch.Tensor:
         crops.append(ImageOps.mirror(crop) if rng.random() < 0.5 else crop)
     faces = make_synthetic_faces(num_per_class=-(-(count - len(crops)) // 8), image_size=96, seed=0)["train"]
     images = [faces[i]["image"].convert("RGB") for i in range(count - len(crops))] + crops
-    processor = GReFELImageProcessor(size={"height": config.image_size, "width": config.image_size})
+    processor = GReFELImageProcessor.from_config(config)
     return processor(images, return_tensors="pt")["pixel_values"]  # (count, 3, S, S)
 
 
