@@ -1,6 +1,7 @@
 """Evaluation of GReFEL models: metrics computed through `evaluate`, confusion-matrix figures, an eval loop.
 
-The metrics live in our own `evaluate` modules under `emotionnet/metrics/` and are loaded by absolute
+The metrics live in our own `evaluate` modules under `emotionnet/metrics/`, which compute through
+`sklearn.metrics` (the calibration error excepted: its module says why), and are loaded by absolute
 path, so nothing is fetched from the Hub (`evaluate.load("accuracy")` would be) and evaluation works
 with `HF_HUB_OFFLINE=1` on a machine without network.
 
@@ -151,7 +152,9 @@ def save_confusion_matrix(
             f"save_confusion_matrix: `matrix` must have shape ({num_labels}, {num_labels}) to match the "
             f"{num_labels} label_names but has shape {counts.shape}."
         )
-    # Agg through the object API: no display needed, and pyplot's global backend state is left alone.
+    # Not `sklearn.metrics.ConfusionMatrixDisplay`: its `plot` (scikit-learn 1.9) colours the cells and writes
+    # their text from the same matrix, so it cannot colour by row share while printing counts, and it
+    # imports pyplot. Agg through the object API: no display needed, pyplot's global state is left alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -111,7 +111,7 @@ def test_class_absent_everywhere_keeps_its_row_and_column_but_leaves_the_average
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_metrics_agree_with_scikit_learn_on_random_data():
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(6), size=200)
@@ -122,6 +122,39 @@ def test_metrics_agree_with_scikit_learn_on_random_data():
     assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(references, predictions))
     assert metrics["macro_f1"] == pytest.approx(f1_score(references, predictions, average="macro", zero_division=0))
     assert metrics["confusion_matrix"] == confusion_matrix(references, predictions, labels=range(6)).tolist()
+    recall = recall_score(references, predictions, labels=range(5), average=None)
+    assert list(metrics["per_class_recall"].values()) == pytest.approx([*recall, None])
+
+
+def test_metrics_warn_about_nothing_for_one_class_or_predicted_only_classes():
+    # A tiny validation split can hold a single class; a model can predict a class no reference has. Both
+    # are covered by the documented averaging, so scikit-learn's warnings about them must not leak out.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ones = np.array([1, 1])
+        one_class = compute_classification_metrics(one_hot_probs(ones, 3), ones, ["a", "b", "c"])
+        predicted_only = compute_classification_metrics(one_hot_probs(PREDICTIONS, 4), REFERENCES, NAMES)
+    assert one_class["balanced_accuracy"] == 1.0 and one_class["per_class_recall"] == {"a": None, "b": 1.0, "c": None}
+    assert predicted_only["balanced_accuracy"] == pytest.approx(HAND_BALANCED_ACCURACY)
+
+
+def test_ece_bins_match_scikit_learn_calibration_curve():
+    # Top-label ECE is the binary calibration curve of (correct, confidence) weighted by bin size. Every
+    # confidence sits on a bin edge k/15, which pins down the bin an edge belongs to, and one value per bin
+    # gives the bin sizes as the value counts.
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(1)
+    confidences = rng.integers(6, 16, size=300) / 15  # in [0.4, 1.0], so class 0 is always the argmax
+    probs = np.stack([confidences, (1 - confidences) / 2, (1 - confidences) / 2], axis=1)
+    references = rng.integers(0, 3, size=300)
+    correct = (references == 0).astype(int)
+    accuracy_per_bin, confidence_per_bin = calibration_curve(correct, confidences, n_bins=15)
+    _, bin_sizes = np.unique(confidences, return_counts=True)
+    expected = np.sum(bin_sizes / 300 * np.abs(accuracy_per_bin - confidence_per_bin))
+    assert compute_classification_metrics(probs, references, ["a", "b", "c"])["ece"] == pytest.approx(expected)
 
 
 def test_ece_matches_hand_value_with_15_bins():

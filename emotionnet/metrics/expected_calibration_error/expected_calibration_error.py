@@ -91,18 +91,22 @@ class ExpectedCalibrationError(evaluate.Metric):
                 f"to logits first."
             )
 
+        # No library function is used: scikit-learn has no multi-class ECE, and
+        # `sklearn.calibration.calibration_curve` (1.9) accepts binary labels only and returns the per-bin
+        # accuracy and confidence of the non-empty bins without their sizes, so the |B| / N weights cannot be
+        # recovered from it. Top-label ECE is that binary curve for (correct, confidence), so the bins are
+        # built here exactly as `calibration_curve(strategy="uniform")` builds them.
         confidences = probs.max(axis=1)  # (N,)
         correct = (probs.argmax(axis=1) == references).astype(np.float64)  # (N,)
         edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-        # searchsorted(side="left") puts a confidence equal to an edge into the bin that edge closes,
-        # giving the right-closed bins ((m-1)/M, m/M] of Guo et al.; a confidence of 0 joins the first bin.
-        bin_ids = np.clip(np.searchsorted(edges, confidences, side="left") - 1, 0, int(n_bins) - 1)
+        # Searching the inner edges (side="left") puts a confidence equal to an edge into the bin that edge
+        # closes: the right-closed bins ((m-1)/M, m/M] of Guo et al., a confidence of 0 in the first bin.
+        bin_ids = np.searchsorted(edges[1:-1], confidences)  # (N,) in [0, n_bins)
 
-        counts = np.bincount(bin_ids, minlength=int(n_bins)).astype(np.float64)
         confidence_sums = np.bincount(bin_ids, weights=confidences, minlength=int(n_bins))
         correct_sums = np.bincount(bin_ids, weights=correct, minlength=int(n_bins))
         # |sum(correct) - sum(confidence)| / N equals |B|/N * |acc(B) - conf(B)|, and empty bins add 0.
-        ece = np.abs(correct_sums - confidence_sums).sum() / counts.sum()
+        ece = np.abs(correct_sums - confidence_sums).sum() / probs.shape[0]
         return {"expected_calibration_error": float(ece)}
 
 

@@ -13,14 +13,15 @@ self-contained: it imports nothing from the `emotionnet` package.
 import datasets
 import evaluate
 import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
 _DESCRIPTION = """\
 Accuracy, balanced accuracy, macro-F1, per-class recall and the confusion matrix of single-label
-predictions over a fixed set of `num_labels` classes. Every number is derived from one confusion
-matrix whose rows are the true classes and whose columns are the predicted classes; all `num_labels`
-classes are present in it even when a class never occurs.
+predictions over a fixed set of `num_labels` classes, each computed by `sklearn.metrics`. The confusion
+matrix's rows are the true classes and its columns the predicted classes; all `num_labels` classes are
+present in it even when a class never occurs.
 
-Averaging follows scikit-learn's definitions so numbers compare with published results:
+Averaging is scikit-learn's, so numbers compare with published results:
 - balanced accuracy is the mean recall over the classes present in the references
   (`sklearn.metrics.balanced_accuracy_score`);
 - macro-F1 is the mean F1 over the classes present in the references or the predictions
@@ -65,7 +66,7 @@ def _check_class_ids(name: str, ids: np.ndarray, num_labels: int) -> None:
 
 
 class FerClassification(evaluate.Metric):
-    """Accuracy, balanced accuracy, macro-F1, per-class recall and confusion matrix in one pass."""
+    """Accuracy, balanced accuracy, macro-F1, per-class recall and confusion matrix in one call."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -92,25 +93,25 @@ class FerClassification(evaluate.Metric):
         _check_class_ids("predictions", predictions, num_labels)
         _check_class_ids("references", references, num_labels)
 
-        # Row = true class, column = predicted class; flat index true * C + predicted.
-        matrix = np.bincount(references * num_labels + predictions, minlength=num_labels * num_labels)
-        matrix = matrix.reshape(num_labels, num_labels)
-
-        true_positives = np.diag(matrix).astype(np.float64)
-        support = matrix.sum(axis=1).astype(np.float64)  # (C,) samples whose true class is c
-        predicted = matrix.sum(axis=0).astype(np.float64)  # (C,) samples predicted as c
-        present = support > 0
-        seen = (support + predicted) > 0
-
-        recall = np.divide(true_positives, support, out=np.zeros(num_labels), where=present)
-        # F1 = 2PR / (P + R) = 2 TP / (support + predicted); a class absent from both is excluded via `seen`.
-        f1 = np.divide(2.0 * true_positives, support + predicted, out=np.zeros(num_labels), where=seen)
-
+        labels = np.arange(num_labels)
+        # Row = true class, column = predicted class; `labels` keeps a row and column for every class.
+        matrix = confusion_matrix(references, predictions, labels=labels)
+        support = matrix.sum(axis=1)  # (C,) samples whose true class is c
+        # zero_division only fills the classes with no reference, which are reported as None below.
+        recall = recall_score(references, predictions, labels=labels, average=None, zero_division=0.0)
+        # Balanced accuracy is the macro recall over the classes present in the references, which is how
+        # `balanced_accuracy_score` computes it (scikit-learn 1.9 `_classification.py`). It is called through
+        # `recall_score` because `balanced_accuracy_score` warns on predicted-only classes (part of the
+        # definition here) and, via an unlabelled `confusion_matrix`, on inputs holding a single class.
+        balanced_accuracy = recall_score(references, predictions, labels=np.unique(references), average="macro")
         return {
-            "accuracy": float(true_positives.sum() / predictions.size),
-            "balanced_accuracy": float(recall[present].mean()),
-            "macro_f1": float(f1[seen].mean()),
-            "per_class_recall": [float(r) if p else None for r, p in zip(recall, present, strict=True)],
+            "accuracy": float(accuracy_score(references, predictions)),
+            "balanced_accuracy": float(balanced_accuracy),
+            # Default labels: the classes in the references or the predictions. A class true but never
+            # predicted, or predicted but never true, has F1 = 2TP / (2TP + FP + FN) = 0 with no 0/0, so
+            # zero_division never changes the value; it only silences the warning.
+            "macro_f1": float(f1_score(references, predictions, average="macro", zero_division=0.0)),
+            "per_class_recall": [float(r) if n else None for r, n in zip(recall, support, strict=True)],
             "confusion_matrix": matrix.astype(int).tolist(),
         }
 
