@@ -237,12 +237,11 @@ def eval_results_from_run(run: TrainingRun, *, dataset_id: str | None = None) ->
 
 
 # Arguments of scripts/train.py that shape the evaluation data, and the scripts/evaluate_model.py flag (and its default)
-# that must repeat them for the numbers to reproduce: same columns, same seed for generated or carved-out splits,
-# same truncation of the validation split.
+# that must repeat them for the numbers to reproduce: same columns, same truncation of the validation split. A value
+# equal to the evaluation script's default is left out (tests/test_hub.py checks these defaults against its parser).
 _EVALUATION_ARGUMENTS = (
     ("image_column", "--image_column", "image"),
     ("label_column", "--label_column", "label"),
-    ("seed", "--seed", 42),
     ("max_eval_samples", "--max_samples", None),
 )
 
@@ -251,7 +250,9 @@ def evaluation_commands(run: TrainingRun, repo_id: str, revision: str | None = N
     """The `scripts/evaluate_model.py` command lines that reproduce the card's numbers from the Hub weights.
 
     The dataset is named as training was given it (training_config.json "dataset", e.g. "synthetic"), falling back
-    to all_results.json's name; the data options that change the evaluated samples are repeated.
+    to all_results.json's name; the data options that change the evaluated samples are repeated. The training seed
+    (which draws generated and carved-out splits) is always passed, so the command stays right whichever default the
+    evaluation script has.
     """
     if not run.dataset:
         return []
@@ -260,6 +261,8 @@ def evaluation_commands(run: TrainingRun, repo_id: str, revision: str | None = N
     if config.get("data_dir"):
         data += ["--data_dir", str(config["data_dir"])]
     extra = ["--revision", revision] if revision else []
+    if config.get("seed") is not None:
+        extra += ["--seed", str(config["seed"])]
     for train_key, flag, default in _EVALUATION_ARGUMENTS:
         if config.get(train_key) not in (None, default):
             extra += [flag, str(config[train_key])]
@@ -363,32 +366,32 @@ def _training_section(run: TrainingRun) -> str:
 
 def _usage_section(repo_id: str, revision: str | None) -> str:
     revision_arg = f', revision="{revision}"' if revision else ""
+    # The snippets pass the file path and let the processor read it (modeling_grefel/image_input_grefel.py): it applies
+    # the EXIF orientation and scales 16-bit images, where `Image.open(path).convert("RGB")` clips 16-bit data.
     return f"""## How to use
 
 The model code lives in this repository (`trust_remote_code=True`). It expects a cropped, roughly frontal face;
 run a face detector first on whole photos.
 
 ```python
+from transformers import pipeline
+
+classifier = pipeline("image-classification", model="{repo_id}"{revision_arg}, trust_remote_code=True)
+print(classifier("face.jpg", top_k=3))
+```
+
+With the processor and the model (the processor also reads a file path, bytes, a PIL image, an array or a tensor):
+
+```python
 import torch
-from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 processor = AutoImageProcessor.from_pretrained("{repo_id}"{revision_arg}, trust_remote_code=True)
 model = AutoModelForImageClassification.from_pretrained("{repo_id}"{revision_arg}, trust_remote_code=True).eval()
 
-image = Image.open("face.jpg").convert("RGB")
 with torch.no_grad():
-    probs = model(**processor(images=image, return_tensors="pt")).logits.softmax(-1)[0]
+    probs = model(**processor(images="face.jpg", return_tensors="pt")).logits.softmax(-1)[0]
 print({{model.config.id2label[i]: round(p.item(), 3) for i, p in enumerate(probs)}})
-```
-
-With the pipeline:
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("image-classification", model="{repo_id}"{revision_arg}, trust_remote_code=True)
-print(classifier("face.jpg", top_k=3))
 ```
 """
 
@@ -507,6 +510,8 @@ def build_model_card(
             "## Citation\n\n```bibtex\n" + GREFEL_BIBTEX + "\n```\n",
         ]
     )
+    # The metadata block is `ModelCardData.to_yaml()` in the `---` fence that `RepoCard.content` itself writes;
+    # `ModelCard.from_template` would do the same through a Jinja2 template, and Jinja2 is not a dependency.
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 

@@ -504,5 +504,63 @@ def test_evaluation_command_names_the_dataset_as_training_took_it(tmp_path):
         training_config={"dataset": "synthetic", "data_dir": None, "seed": 42},
     )
     assert evaluation_commands(run, "a/b") == [
-        "python scripts/evaluate_model.py --model a/b --dataset synthetic --split validation"
+        "python scripts/evaluate_model.py --model a/b --dataset synthetic --split validation --seed 42"
     ]
+
+
+def _load_script(name: str):
+    """Import scripts/<name>.py as a module (the scripts folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluation_command_passes_the_training_seed_even_when_it_is_the_evaluation_default(tmp_path):
+    """The card once left out a seed of 42, taking it for evaluate_model.py's default, which is 0."""
+    evaluate_script = _load_script("evaluate_model")
+    default_seed = evaluate_script.parse_args(["--model", "m", "--dataset", "d"]).seed
+    run = TrainingRun(
+        output_dir=tmp_path,
+        model_config={},
+        results={"dataset": "synthetic-faces", "eval_accuracy": 0.5},
+        training_config={"dataset": "synthetic", "seed": default_seed},
+    )
+    assert evaluation_commands(run, "a/b")[0].endswith(f"--split validation --seed {default_seed}")
+
+
+def test_left_out_evaluation_arguments_are_the_evaluation_scripts_defaults():
+    # The card drops a data option whose value is the evaluation script's default; that only reproduces the
+    # numbers while the defaults written in model_card.py are the ones the script's parser really has.
+    from emotionnet.model_card import _EVALUATION_ARGUMENTS
+
+    defaults = _load_script("evaluate_model").parse_args(["--model", "m", "--dataset", "d"])
+    for _, flag, default in _EVALUATION_ARGUMENTS:
+        assert getattr(defaults, flag.removeprefix("--")) == default, flag
+
+
+def test_card_snippets_run_as_written_on_an_image_file(training_output, dry_run_dir, tmp_path):
+    # The snippets hand the processor and the pipeline the file path, never Image.open(...).convert("RGB"), which
+    # clips 16-bit images; run them as a user would, in a fresh offline process, against the uploaded folder.
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from emotionnet.model_card import build_model_card
+
+    card = build_model_card(training_output, str(dry_run_dir))
+    assert "Image.open" not in card.text
+    snippets = re.findall(r"```python\n(.*?)```", card.text, flags=re.DOTALL)
+    assert len(snippets) == 2
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp_path / "face.jpg")
+    env = _env(tmp_path, HF_HUB_OFFLINE="1")
+    del env["PYTHONPATH"]
+    for snippet in snippets:
+        result = subprocess.run(
+            [sys.executable, "-c", snippet], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert any(name in result.stdout for name in ALL_RESULTS["eval_per_class_recall"]), result.stdout
