@@ -175,6 +175,34 @@ def test_batched_results_match_one_image_at_a_time(pipe, photos):
             assert a["scores"] == pytest.approx(b["scores"], rel=1e-4)
 
 
+def test_batch_size_one_gives_the_same_results_as_pooled_batches(pipe, photos):
+    # With batch_size=1 transformers hands each chunk to _forward as preprocess made it, without its collate function.
+    images = [photos["one"], photos["none"], photos["group"]]
+    one_by_one = pipe(images, batch_size=1, no_face="whole_image")
+    pooled = pipe(images, batch_size=8, no_face="whole_image")
+    assert [r["status"] for r in one_by_one] == [r["status"] for r in pooled]
+    for a, b in zip(one_by_one, pooled):
+        assert [f["box"] for f in a["faces"]] == [f["box"] for f in b["faces"]]
+        for face_a, face_b in zip(a["faces"], b["faces"]):
+            assert face_a["scores"] == pytest.approx(face_b["scores"], rel=1e-4)
+
+
+def test_arguments_given_at_construction_are_the_defaults_of_every_call(model, processor, photos):
+    built = FacialExpressionPipeline(
+        model=model, image_processor=processor, device="cpu", no_face="whole_image", top_k=2, inference_path=None
+    )
+    (face,) = built(photos["none"])["faces"]
+    assert face["whole_image"] is True and len(face["scores"]) == 2
+    assert built(photos["none"], no_face="skip")["faces"] == []
+
+
+def test_unknown_arguments_are_refused_by_name(model, processor, pipe, photos):
+    with pytest.raises(TypeError, match="threshold"):
+        FacialExpressionPipeline(model=model, image_processor=processor, device="cpu", threshold=0.5)
+    with pytest.raises(TypeError, match="threshold"):
+        pipe(photos["one"], threshold=0.5)
+
+
 def test_top_k_keeps_the_most_probable_classes_in_order(pipe, photos):
     (full,) = pipe(photos["one"])["faces"]
     (top,) = pipe(photos["one"], top_k=3)["faces"]
@@ -242,8 +270,8 @@ def test_pipeline_save_pretrained_writes_a_folder_loadable_by_task(pipe, tmp_pat
 
 
 def test_task_name_loads_offline_from_remote_code_in_a_fresh_process(tiny_model_dir, tmp_path, photos):
+    # tiny_model_dir is what model.save_pretrained plus the processor's save_pretrained wrote, nothing added.
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
-    add_pipeline_to_folder(folder)
     photo = tmp_path / "astronaut.png"
     photos["one"].save(photo)
     workdir = tmp_path / "empty_cwd"
@@ -265,3 +293,60 @@ def test_task_name_loads_offline_from_remote_code_in_a_fresh_process(tiny_model_
     output = json.loads(done.stdout.strip().splitlines()[-1])
     assert output["module"].startswith("transformers_modules.") and output["module"].endswith(".pipeline_grefel")
     assert output["result"]["status"] == "ok" and len(output["result"]["faces"]) == 1
+
+
+PUSH_SCRIPT = """
+import sys
+from modeling_grefel import FacialExpressionPipeline, GReFELConfig, GReFELForImageClassification, GReFELImageProcessor
+config = GReFELConfig.tiny(num_labels=8)
+model = GReFELForImageClassification(config).eval()
+if sys.argv[1] == "model":
+    model.save_pretrained(sys.argv[2], push_to_hub=True, repo_id="tester/pushed")
+else:
+    processor = GReFELImageProcessor.from_config(config)
+    pipe = FacialExpressionPipeline(model=model, image_processor=processor, device="cpu", inference_path=None)
+    pipe.save_pretrained(sys.argv[2], push_to_hub=True, repo_id="tester/pushed")
+"""
+
+
+def pushed_files(saver: str, tmp_path) -> dict[str, bytes]:
+    """The files `save_pretrained(push_to_hub=True)` of a fresh tiny model ("model") or pipeline ("pipeline") sent to a
+    local stand-in for the Hub (tests/hub_server.py), run in a fresh process since huggingface_hub reads HF_ENDPOINT
+    at import."""
+    from hub_server import FakeHub
+
+    with FakeHub() as hub:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        # HF_HUB_DISABLE_XET: the LFS upload FakeHub implements, even where hf_xet is installed.
+        env.update(HF_ENDPOINT=hub.url, HF_TOKEN=hub.token, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+                   OMP_NUM_THREADS="1")
+        done = subprocess.run([sys.executable, "-c", PUSH_SCRIPT, saver, str(tmp_path / "saved")], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert hub.errors == []
+        files: dict[str, bytes] = {}
+        for branch in hub.repo("tester/pushed").branches.values():
+            files.update(branch)
+    return files
+
+
+@pytest.mark.parametrize(
+    "saver",
+    [
+        "pipeline",
+        pytest.param(
+            "model",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="GReFELPreTrainedModel.save_pretrained adds the entry after transformers has pushed; it should "
+                "call add_pipeline_to_config(self.config) before saving (modeling_grefel.py)",
+            ),
+        ),
+    ],
+)
+def test_save_pretrained_with_push_to_hub_pushes_the_task_and_its_code(saver, tmp_path):
+    files = pushed_files(saver, tmp_path)
+    for name in ("pipeline_grefel.py", "face_detection_grefel.py", "image_input_grefel.py"):
+        assert name in files, name
+    config = json.loads(files["config.json"])
+    assert config.get("custom_pipelines", {}).get(TASK, {}).get("impl") == "pipeline_grefel.FacialExpressionPipeline"
