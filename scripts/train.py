@@ -112,7 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true", help="Force the CPU (also for DDP across CPU processes).")
     parser.add_argument("--checkpointing_steps", default="epoch",
                         help="'epoch', a number of optimizer steps, or 'none'.")
-    parser.add_argument("--checkpoints_total_limit", type=int, default=3, help="Keep the newest K checkpoints.")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=3,
+                        help="Keep the newest K checkpoints, by training step; 0 keeps all.")
     parser.add_argument("--resume_from_checkpoint", default=None, help="A checkpoint folder, or 'latest'.")
     parser.add_argument("--stop_after_steps", type=int, default=None,
                         help="Checkpoint and stop after this many optimizer steps (time-limited jobs); the "
@@ -142,6 +143,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
     if args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}.")
+    if args.checkpoints_total_limit < 0:
+        parser.error(f"--checkpoints_total_limit must be 0 (keep all) or more, got {args.checkpoints_total_limit}.")
     if args.checkpointing_steps not in ("epoch", "none") and not str(args.checkpointing_steps).isdigit():
         parser.error(f"--checkpointing_steps must be 'epoch', 'none' or a number, got {args.checkpointing_steps!r}.")
     if args.class_balanced and args.soft_labels:
@@ -262,7 +265,7 @@ def main(argv=None) -> dict:
         gathered = gather_object([list(skipped.items())])  # every process's skipped images, saved by the main one
         skipped.update(entry for part in gathered for entry in part)
         state.update(scheduler=scheduler.state_dict(), train_runtime_s=runtime_before + time.time() - started)
-        return save_checkpoint(accelerator, output_dir, name, state, args.checkpoints_total_limit)
+        return save_checkpoint(accelerator, output_dir, name, state, args.checkpoints_total_limit or None)
 
     # ---------------------------------------------------------------- train
     accelerator.print(f"Training {args.recipe} recipe on {args.dataset}: {len(train_set)} train / {len(eval_set)} "

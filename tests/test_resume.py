@@ -32,6 +32,8 @@ from emotionnet.training import (
     check_checkpoint_files,
     list_checkpoints,
     load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
 )
 from tests.fixtures_data import write_imagefolder
 from tests.test_training import ROOT, TRAIN, results_of, run
@@ -162,6 +164,83 @@ def test_training_refuses_to_resume_from_a_checkpoint_with_a_planted_pickle(imag
     assert str(checkpoint / "custom_checkpoint_0.pkl") in result.stderr and "weights_only=True" in result.stderr
     assert "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint rotation
+@pytest.fixture(scope="module")
+def accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
+
+
+def save_at(accelerator, output_dir: Path, name: str, step: int, keep: int | None) -> Path:
+    """A checkpoint of the RNG states only (nothing prepared), recorded as taken after `step` optimizer steps."""
+    return save_checkpoint(accelerator, output_dir, name, {"completed_steps": step, "epoch": 0}, keep)
+
+
+def names(output_dir: Path) -> list[str]:
+    return [path.name for path in list_checkpoints(output_dir)]
+
+
+def test_rotation_keeps_the_newest_by_training_step_across_step_and_epoch_names(accelerator, tmp_path):
+    # Accelerate's total_limit orders by the last number in the name, and deleted epoch_3 (step 300) here.
+    save_at(accelerator, tmp_path, "step_250", 250, keep=2)
+    save_at(accelerator, tmp_path, "epoch_3", 300, keep=2)
+    save_at(accelerator, tmp_path, "step_350", 350, keep=2)
+    assert names(tmp_path) == ["epoch_3", "step_350"]
+    assert resolve_checkpoint(tmp_path, "latest").name == "step_350"
+
+
+def test_rotation_never_deletes_the_checkpoint_just_written(accelerator, tmp_path):
+    # A run resumed from step_100 writes step_150 beside the abandoned step_300.
+    for name, step in (("step_100", 100), ("step_300", 300), ("step_150", 150)):
+        save_at(accelerator, tmp_path, name, step, keep=1)
+    assert names(tmp_path) == ["step_150"]
+
+
+def test_without_a_limit_every_checkpoint_stays(accelerator, tmp_path):
+    for step in (1, 2, 3, 4):
+        save_at(accelerator, tmp_path, f"step_{step}", step, keep=None)
+    assert names(tmp_path) == ["step_1", "step_2", "step_3", "step_4"]
+
+
+def test_a_crash_while_saving_leaves_the_kept_checkpoints_and_no_half_checkpoint(accelerator, tmp_path, monkeypatch):
+    save_at(accelerator, tmp_path, "step_1", 1, keep=2)
+    save_at(accelerator, tmp_path, "step_2", 2, keep=2)
+
+    def crash(output_dir: str) -> None:
+        Path(output_dir).mkdir()
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(accelerator, "save_state", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_at(accelerator, tmp_path, "step_3", 3, keep=2)
+    # Rotation runs only after the rename, so both complete checkpoints are still there and `latest` is one of them.
+    assert names(tmp_path) == ["step_1", "step_2"]
+    assert resolve_checkpoint(tmp_path, "latest").name == "step_2"
+    monkeypatch.undo()
+    save_at(accelerator, tmp_path, "step_3", 3, keep=2)  # the leftover partial folder is cleared, not reused
+    assert names(tmp_path) == ["step_2", "step_3"] and not list((tmp_path / "checkpoints").glob(".*"))
+    assert not (tmp_path / "checkpoints" / "step_3" / "model.safetensors").exists()
+
+
+def test_a_keep_below_one_is_refused(accelerator, tmp_path):
+    with pytest.raises(ValueError, match="`keep` must be None"):
+        save_at(accelerator, tmp_path, "step_1", 1, keep=0)
+
+
+def test_checkpoints_total_limit_zero_keeps_all_and_a_negative_one_is_refused(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_train_script", TRAIN)  # scripts/ is not a package
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    assert train.parse_args(["--checkpoints_total_limit", "0"]).checkpoints_total_limit == 0
+    with pytest.raises(SystemExit):
+        train.parse_args(["--checkpoints_total_limit", "-1"])
+    assert "--checkpoints_total_limit must be 0 (keep all) or more, got -1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- stopping on a signal
