@@ -334,6 +334,31 @@ def test_imagefolder_lists_every_unmappable_class_name(tmp_path):
         load_fer_dataset("imagefolder", str(tmp_path))
 
 
+# What datasets' imagefolder builder gets wrong on these layouts (emotionnet/data/imagefolder.py says why it is not used).
+
+
+def test_imagefolder_labels_nested_images_by_their_class_folder(tmp_path):
+    for class_name in ("happy", "sad"):
+        for session in ("session1", "session2"):
+            write_image(tmp_path / class_name / session / "0.png")
+    data = load_fer_dataset("imagefolder", str(tmp_path), validation_fraction=0.5)
+    assert sorted(names(data["train"]) + names(data["validation"])) == ["happiness"] * 2 + ["sadness"] * 2
+
+
+def test_imagefolder_reads_fer2013_split_folder_names_as_splits(tmp_path):
+    for split in ("Training", "PublicTest", "PrivateTest"):
+        write_imagefolder(tmp_path, {"happy": 1, "sad": 1}, split=split)
+    _, report = load_fer_dataset_with_report("imagefolder", str(tmp_path))
+    assert report.split_sizes == {"train": 2, "validation": 2, "test": 2}
+
+
+def test_imagefolder_keeps_folder_labels_next_to_a_metadata_file(tmp_path):
+    write_imagefolder(tmp_path, {"happy": 2, "sad": 2})
+    (tmp_path / "metadata.csv").write_text("file_name,note\nhappy/0.png,a\n")
+    data = load_fer_dataset("imagefolder", str(tmp_path), validation_fraction=0.5)
+    assert sorted(names(data["train"]) + names(data["validation"])) == ["happiness"] * 2 + ["sadness"] * 2
+
+
 # ------------------------------------------------------------------------------------------------ datasets on disk / Hub
 
 
@@ -437,6 +462,17 @@ def test_with_validation_split_is_stratified_and_deterministic():
     assert sorted(first["validation"]["label"]) == list(range(8)) and len(first["train"]) == 24
     assert list(first["validation"]["label"]) == list(again["validation"]["label"])
     assert with_validation_split(first, 0.5) is first
+
+
+def test_carved_validation_takes_one_of_a_small_class_and_leaves_a_single_example_in_train():
+    # Where datasets' train_test_split(stratify_by_column="label") raises or leaves the small class out (common.py).
+    features = Features({"image": Image(), "label": ClassLabel(names=list(EXPRESSIONS))})
+    image = PILImage.new("RGB", (4, 4))
+    labels = [0] * 20 + [1] * 20 + [2] * 2 + [3]
+    train = Dataset.from_dict({"image": [image] * len(labels), "label": labels}, features=features)
+    carved = with_validation_split(DatasetDict({"train": train}), 0.1, seed=0)
+    assert sorted(carved["validation"]["label"]) == [0, 0, 1, 1, 2]
+    assert 3 in carved["train"]["label"] and len(carved["train"]) == len(labels) - 5
 
 
 # ------------------------------------------------------------------------------------------------ robust decoding

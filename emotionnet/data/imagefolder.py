@@ -1,4 +1,15 @@
-"""Image folders: ``<split>/<label name>/<image>``, label names mapped onto the canonical expressions."""
+"""Image folders: ``<split>/<label name>/<image>``, label names mapped onto the canonical expressions.
+
+Why not `datasets`' own ``imagefolder`` builder (STYLE.md rule 12): run on the layouts this loader accepts
+(``load_dataset("imagefolder", data_dir=...)``, datasets 5.2.0, offline; its label rule is
+``os.path.basename(os.path.dirname(file))`` in packaged_modules/folder_based_builder/folder_based_builder.py), it
+(1) labels an image by its innermost folder, so ``happy/session1/0.png`` becomes class ``session1``, not happiness;
+(2) knows no FER2013 split names, so ``Training/``, ``PublicTest/`` and ``PrivateTest/`` were merged silently into one
+train split; (3) takes its columns from a ``metadata.csv`` when one is present and then drops the folder labels.
+Each of these would train on wrong labels or leak test images into training without an error, so the folders are
+listed here (a few lines of ``rglob``); decoding stays lazy either way, and an unreadable image is skipped and
+counted when a batch is decoded (`SafeImageLoader`), as for every other source.
+"""
 
 from __future__ import annotations
 
