@@ -11,15 +11,23 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
   dropout 0.2, linear (0.58M parameters), cross-entropy with the recipe's label smoothing;
 - `trunk`: the GReFEL-tiny trunk (`GReFELModel`) with one linear layer on its embedding, the same cross-entropy;
 - `grefel`: full GReFEL-tiny trained by `scripts/train.py` itself (anchors, reliability balancing, GReFEL loss);
+- `grefel_linear` (not in the default set): the same with the paper's linear trust ramp (`--trust_schedule linear`),
+  so reliability balancing shapes the classification loss;
 - `paper` (not in the default set, ~20 min a seed on 2 CPU cores): the paper-size network at 112 px, GReFEL loss, on
   the same data path for `--paper_steps` steps (300) of batch `--paper_batch` (8), with the recipe's AdamW, peak lr,
   5% warm-up and cosine; it logs the training loss and batch accuracy every 10 steps and reports the first step at
   which the 20-step running mean of the loss falls below 0.9 ln(C) (the chance plateau is ln C), then the validation
   accuracy at the end. The question it answers: do the fixes carry to the size people train on GPUs?
 
-Per seed it reports validation accuracy (primary and geometry-corrected for `grefel`), macro-F1, the lowest per-class
-recall, the first step at which validation accuracy reaches 0.5 (evaluated once an epoch) and the wall time; then
-the mean and minimum over seeds. Writes JSON (`--output`) and prints a Markdown table (README's learning table).
+`--data hard` trains every rung on a long-tailed (10:1) synthetic split with 20% symmetric label noise in train
+(`make_synthetic_faces(imbalance=10, label_noise=0.2)`; validation balanced and clean) and writes
+benchmarks/learning_hard.json: what GReFEL's anchors and reliability balancing are for.
+
+    python benchmarks/learning.py --data hard --seeds 0 1 2 --rungs trunk grefel grefel_linear
+
+Per seed it reports validation accuracy (primary and geometry-corrected for `grefel`), balanced accuracy, macro-F1,
+the lowest per-class recall, expected calibration error (15 bins), the first step at which validation accuracy
+reaches 0.5 (evaluated once an epoch) and the wall time; then the mean and minimum over seeds. Writes JSON (`--output`) and prints a Markdown table (README's learning table).
 """
 
 from __future__ import annotations
@@ -42,7 +50,9 @@ sys.path[:] = [str(ROOT), str(ROOT / "scripts")] + [p for p in sys.path if p not
 
 from emotionnet.augment import BatchAugment  # noqa: E402
 from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
+from emotionnet.evaluation import compute_classification_metrics  # noqa: E402
 from emotionnet.run_folder import CONFUSION_MATRIX, HISTORY, RESULTS, RunFolder  # noqa: E402
+from emotionnet.synthetic import make_synthetic_faces  # noqa: E402
 from emotionnet.training import (  # noqa: E402
     AUGMENTATIONS,
     RECIPES,
@@ -53,8 +63,12 @@ from emotionnet.training import (  # noqa: E402
 )
 from modeling_grefel import GReFELConfig, GReFELImageProcessor, GReFELModel  # noqa: E402
 
-RUNGS = ("cnn", "trunk", "grefel", "paper")
+RUNGS = ("cnn", "trunk", "grefel", "grefel_linear", "paper")
 DEFAULT_RUNGS = ("cnn", "trunk", "grefel")
+# Training data of each `--data` choice: the default synthetic split, or a long-tailed (10:1) one with 20% symmetric
+# label noise in train (validation stays balanced and clean), where GReFEL's anchors and reliability balancing are
+# meant to pay off (issue 9, point 4).
+DATA = {"default": {}, "hard": dict(imbalance=10.0, label_noise=0.2)}
 
 
 class PlainCNN(nn.Module):
@@ -88,21 +102,28 @@ class TrunkClassifier(nn.Module):
         return self.classifier(self.trunk(pixel_values).embeddings)
 
 
-def class_scores(predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
-    from sklearn.metrics import f1_score, recall_score
-
-    return {
-        "accuracy": float((predictions == labels).mean()),
-        "macro_f1": float(f1_score(labels, predictions, average="macro", labels=range(num_labels), zero_division=0)),
-        "min_recall": float(recall_score(labels, predictions, average=None, labels=range(num_labels),
-                                         zero_division=0).min()),
-    }
+def class_scores(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, lowest class recall and ECE, as train.py's evaluation computes them."""
+    metrics = compute_classification_metrics(probs, labels, names)
+    recalls = [r for r in metrics["per_class_recall"].values() if r is not None]
+    return {key: float(metrics[key]) for key in ("accuracy", "balanced_accuracy", "macro_f1", "ece")} | {
+        "min_recall": float(min(recalls))}
 
 
-def train_plain(rung: str, seed: int, recipe: dict) -> dict:
+def write_dataset(data: str, folder: str) -> str:
+    """Save the `--data` choice's synthetic split to `folder` (train.py reads it as a `load_from_disk` path)."""
+    make_synthetic_faces(seed=0, **DATA[data]).save_to_disk(folder)
+    return folder
+
+
+def load_data(dataset: str):
+    return with_raw_images(load_fer_dataset(dataset, seed=0))
+
+
+def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic") -> dict:
     """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch."""
     torch.manual_seed(seed)
-    data = with_raw_images(load_fer_dataset("synthetic", seed=0))
+    data = load_data(dataset)
     names = data["train"].features["label"].names
     config = GReFELConfig.tiny(num_labels=len(names))
     processor = GReFELImageProcessor.from_config(config)
@@ -133,12 +154,12 @@ def train_plain(rung: str, seed: int, recipe: dict) -> dict:
             scheduler.step()
             step += 1
         model.eval()
-        predictions, labels = [], []
+        probs, labels = [], []
         with torch.no_grad():
             for batch in eval_loader:
-                predictions.append(model(batch["pixel_values"]).argmax(-1))
+                probs.append(model(batch["pixel_values"]).softmax(-1))
                 labels.append(batch["labels"])
-        scores = class_scores(torch.cat(predictions).numpy(), torch.cat(labels).numpy(), len(names))
+        scores = class_scores(torch.cat(probs).numpy(), torch.cat(labels).numpy(), names)
         history.append({"step": step, "accuracy": scores["accuracy"]})
         if first_half is None and scores["accuracy"] >= 0.5:
             first_half = step
@@ -146,12 +167,13 @@ def train_plain(rung: str, seed: int, recipe: dict) -> dict:
             "time_s": round(time.time() - started, 1), "history": history}
 
 
-def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, config: GReFELConfig | None = None) -> dict:
+def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, config: GReFELConfig | None = None,
+                dataset: str = "synthetic") -> dict:
     """The paper-size network at 112 px (or `config`) through the same data path: does it leave the ln(C) plateau?"""
     from modeling_grefel import GReFELForImageClassification
 
     torch.manual_seed(seed)
-    data = with_raw_images(load_fer_dataset("synthetic", seed=0))
+    data = load_data(dataset)
     names = data["train"].features["label"].names
     config = config or GReFELConfig(image_size=112, num_labels=len(names))
     config.label_smoothing, config.trust_schedule = recipe["smoothing"], recipe["trust_schedule"]
@@ -191,26 +213,28 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, config: GR
             if step == steps:
                 break
     model.eval()
-    predictions, labels = [], []
+    probs, labels = [], []
     eval_loader = DataLoader(data["validation"], batch_size=32, collate_fn=EvalCollator(loader, processor))
     with torch.no_grad():
         for batch in eval_loader:
-            predictions.append(model(pixel_values=batch["pixel_values"]).logits.argmax(-1))
+            probs.append(model(pixel_values=batch["pixel_values"]).logits.softmax(-1))
             labels.append(batch["labels"])
-    scores = class_scores(torch.cat(predictions).numpy(), torch.cat(labels).numpy(), len(names))
+    scores = class_scores(torch.cat(probs).numpy(), torch.cat(labels).numpy(), names)
     return {"rung": "paper", "seed": seed, **scores, "steps": steps, "batch_size": batch_size,
             "first_step_at_0.5": None, "left_plateau_at_step": left_plateau, "time_s": round(time.time() - started, 1),
             "loss_curve": curve}
 
 
-def train_grefel(seed: int, recipe: dict) -> dict:
-    """Run scripts/train.py's default recipe with `--seed`, then read what it wrote."""
+def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_schedule: str | None = None) -> dict:
+    """Run scripts/train.py's default recipe with `--seed` (and `--trust_schedule`), then read what it wrote."""
     import train as train_script
 
+    extra = ["--trust_schedule", trust_schedule] if trust_schedule else []
     with tempfile.TemporaryDirectory() as folder:
         started = time.time()
-        train_script.main(["--seed", str(seed), "--output_dir", folder, "--num_workers", "0", "--report_to", "none",
-                           "--checkpointing_steps", "none", "--num_epochs", str(recipe["num_epochs"])])
+        train_script.main(["--dataset", dataset, "--seed", str(seed), "--output_dir", folder, "--num_workers", "0",
+                           "--report_to", "none", "--checkpointing_steps", "none",
+                           "--num_epochs", str(recipe["num_epochs"]), *extra])
         elapsed = time.time() - started
         run = RunFolder(folder)
         results, history = run.read(RESULTS, required=True), run.read(HISTORY, required=True)
@@ -218,8 +242,10 @@ def train_grefel(seed: int, recipe: dict) -> dict:
     recall = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
     first_half = next((h["step"] for h in history if h["eval_accuracy"] >= 0.5), None)
     return {
-        "rung": "grefel", "seed": seed, "accuracy": results["eval_accuracy"],
-        "corrected_accuracy": results["eval_corrected_accuracy"], "macro_f1": results["eval_macro_f1"],
+        "rung": "grefel_linear" if trust_schedule == "linear" else "grefel", "seed": seed,
+        "accuracy": results["eval_accuracy"], "corrected_accuracy": results["eval_corrected_accuracy"],
+        "balanced_accuracy": results["eval_balanced_accuracy"], "macro_f1": results["eval_macro_f1"],
+        "ece": results["eval_ece"], "corrected_ece": results["eval_corrected_ece"],
         "min_recall": float(recall.min()), "steps": results["global_step"], "first_step_at_0.5": first_half,
         "time_s": round(elapsed, 1), "train_runtime_s": results["train_runtime_s"],
         "history": [{"step": h["step"], "accuracy": h["eval_accuracy"],
@@ -234,7 +260,8 @@ def summarise(rows: list[dict]) -> dict:
         if not mine:
             continue
         entry = {"seeds": len(mine)}
-        for key in ("accuracy", "corrected_accuracy", "macro_f1", "min_recall", "time_s"):
+        for key in ("accuracy", "corrected_accuracy", "balanced_accuracy", "macro_f1", "min_recall", "ece",
+                    "corrected_ece", "time_s"):
             values = [r[key] for r in mine if r.get(key) is not None]
             if values:
                 entry[f"mean_{key}"], entry[f"min_{key}"] = float(np.mean(values)), float(np.min(values))
@@ -248,17 +275,20 @@ def markdown(rows: list[dict], summary: dict) -> str:
     def fmt(value):
         return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
-    lines = ["| rung | seed | val acc | corrected | macro-F1 | min class recall | step at 0.5 | time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| rung | seed | val acc | corrected | balanced acc | macro-F1 | min class recall | ECE (corrected) | "
+             "step at 0.5 | time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        ece = fmt(r.get("ece")) + (f" ({fmt(r['corrected_ece'])})" if r.get("corrected_ece") is not None else "")
         lines.append(f"| {r['rung']} | {r['seed']} | {fmt(r['accuracy'])} | {fmt(r.get('corrected_accuracy'))} | "
-                     f"{fmt(r['macro_f1'])} | {fmt(r['min_recall'])} | {fmt(r['first_step_at_0.5'])} | "
-                     f"{fmt(r['time_s'])} |")
+                     f"{fmt(r.get('balanced_accuracy'))} | {fmt(r['macro_f1'])} | {fmt(r['min_recall'])} | {ece} | "
+                     f"{fmt(r['first_step_at_0.5'])} | {fmt(r['time_s'])} |")
     for rung, s in summary.items():
+        ece = fmt(s.get("mean_ece")) + (
+            f" ({fmt(s['mean_corrected_ece'])})" if s.get("mean_corrected_ece") is not None else "")
         lines.append(f"| **{rung} mean / min** | {s['seeds']} seeds | {fmt(s['mean_accuracy'])} / "
                      f"{fmt(s['min_accuracy'])} | {fmt(s.get('mean_corrected_accuracy'))} / "
-                     f"{fmt(s.get('min_corrected_accuracy'))} | {fmt(s['mean_macro_f1'])} | "
-                     f"{fmt(s['min_min_recall'])} | | {fmt(s['mean_time_s'])} |")
+                     f"{fmt(s.get('min_corrected_accuracy'))} | {fmt(s.get('mean_balanced_accuracy'))} | "
+                     f"{fmt(s['mean_macro_f1'])} | {fmt(s['min_min_recall'])} | {ece} | | {fmt(s['mean_time_s'])} |")
     return "\n".join(lines)
 
 
@@ -266,29 +296,38 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--rungs", nargs="+", choices=RUNGS, default=list(DEFAULT_RUNGS))
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "learning.json"))
+    parser.add_argument("--data", choices=sorted(DATA), default="default",
+                        help="'default' (the synthetic split) or 'hard' (10:1 long tail, 20%% label noise in train).")
+    parser.add_argument("--output", default=None,
+                        help="Default: benchmarks/learning.json, or benchmarks/learning_hard.json for --data hard.")
     parser.add_argument("--num_epochs", type=int, default=None, help="Default: the synthetic recipe's (a smoke test).")
     parser.add_argument("--paper_steps", type=int, default=300, help="Steps of the `paper` rung.")
     parser.add_argument("--paper_batch", type=int, default=8, help="Batch of the `paper` rung.")
     args = parser.parse_args(argv)
     recipe = dict(RECIPES["synthetic"])
     recipe["num_epochs"] = args.num_epochs or recipe["num_epochs"]
+    output = Path(args.output or ROOT / "benchmarks" / ("learning.json" if args.data == "default" else
+                                                       f"learning_{args.data}.json"))
     rows = []
-    for rung in args.rungs:
-        for seed in args.seeds:
-            if rung == "grefel":
-                row = train_grefel(seed, recipe)
-            elif rung == "paper":
-                row = train_paper(seed, recipe, args.paper_steps, args.paper_batch)
-            else:
-                row = train_plain(rung, seed, recipe)
-            print(json.dumps({k: v for k, v in row.items() if k not in ("history", "loss_curve")}), flush=True)
-            rows.append(row)
+    with tempfile.TemporaryDirectory() as folder:
+        dataset = "synthetic" if args.data == "default" else write_dataset(args.data, folder)
+        for rung in args.rungs:
+            for seed in args.seeds:
+                if rung in ("grefel", "grefel_linear"):
+                    row = train_grefel(seed, recipe, dataset, "linear" if rung == "grefel_linear" else None)
+                elif rung == "paper":
+                    row = train_paper(seed, recipe, args.paper_steps, args.paper_batch, dataset=dataset)
+                else:
+                    row = train_plain(rung, seed, recipe, dataset)
+                row["data"] = args.data
+                print(json.dumps({k: v for k, v in row.items() if k not in ("history", "loss_curve")}), flush=True)
+                rows.append(row)
     summary = summarise(rows)
-    report = {"recipe": recipe, "torch_threads": torch.get_num_threads(), "rows": rows, "summary": summary,
+    report = {"recipe": recipe, "data": {"name": args.data, **DATA[args.data]},
+              "torch_threads": torch.get_num_threads(), "rows": rows, "summary": summary,
               "date": time.strftime("%Y-%m-%d")}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(rows, summary))
     return report
 

@@ -147,6 +147,8 @@ def make_synthetic_faces(
     num_classes: int = 8,
     seed: int = 0,
     eval_per_class: int | None = None,
+    imbalance: float = 1.0,
+    label_noise: float = 0.0,
 ):
     """The synthetic-faces dataset: SYNTHETIC cartoon faces, never photographs.
 
@@ -156,6 +158,12 @@ def make_synthetic_faces(
         num_classes: 8, or 7 for the canonical 7-class set (no contempt).
         seed: Same seed, same images: each split draws from its own generator seeded by ``(seed, split number)``.
         eval_per_class: Validation and test images per class; default a quarter of ``num_per_class`` (at least 1).
+        imbalance: Ratio of the most to the least frequent class in ``train`` (1 = balanced). Class counts fall
+            geometrically with the class id, from ``num_per_class`` for neutral to ``num_per_class / imbalance`` for
+            the last class (at least 1), a long tail like RAF-DB's or FER2013's. Validation and test stay balanced,
+            so their accuracy is the balanced accuracy.
+        label_noise: Fraction of ``train`` labels replaced by a different class drawn uniformly (symmetric noise);
+            the image keeps the true expression. Validation and test labels stay clean.
 
     Returns:
         A `DatasetDict` with ``train``, ``validation`` and ``test`` splits, columns ``image`` (`Image()`, PNG bytes)
@@ -172,6 +180,10 @@ def make_synthetic_faces(
             f"num_per_class={num_per_class!r}, eval_per_class={eval_per_class!r}: expected at least one image per "
             "class in every split; pass positive counts."
         )
+    if imbalance < 1:
+        raise ValueError(f"imbalance={imbalance!r}: expected the ratio of the largest to the smallest class, 1 or more.")
+    if not 0 <= label_noise < 1:
+        raise ValueError(f"label_noise={label_noise!r}: expected a fraction of training labels in [0, 1).")
     if image_size < 16:
         raise ValueError(f"image_size={image_size!r}: faces need at least 16 pixels a side to show an expression.")
     eval_per_class = eval_per_class or max(1, num_per_class // 4)
@@ -182,9 +194,18 @@ def make_synthetic_faces(
         [("train", num_per_class), ("validation", eval_per_class), ("test", eval_per_class)]
     ):
         rng = np.random.default_rng([seed, offset])
+        counts = [per_class] * num_classes
+        if split == "train" and imbalance != 1:
+            counts = [max(1, round(per_class * imbalance ** (-c / (num_classes - 1)))) for c in range(num_classes)]
         # Classes interleaved in a random order, so any prefix of a split (--max_train_samples) holds every class.
-        labels = rng.permutation([c for c in range(num_classes) for _ in range(per_class)]).tolist()
+        labels = rng.permutation([c for c in range(num_classes) for _ in range(counts[c])]).tolist()
         images = [_png(draw_face(names[c], rng, image_size)) for c in labels]
+        if split == "train" and label_noise:
+            # Own generator, so the images are the same with and without noise.
+            noise_rng = np.random.default_rng([seed, offset, 1])
+            flipped = noise_rng.random(len(labels)) < label_noise
+            shifts = noise_rng.integers(1, num_classes, len(labels))
+            labels = [(c + int(s)) % num_classes if f else c for c, f, s in zip(labels, flipped, shifts, strict=True)]
         info = DatasetInfo(description=DESCRIPTION, dataset_name=SYNTHETIC_NAME, features=features)
         splits[split] = Dataset.from_dict({"image": images, "label": labels}, features=features, info=info)
     return DatasetDict(splits)

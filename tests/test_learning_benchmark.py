@@ -41,3 +41,21 @@ def test_plateau_rung_logs_a_loss_curve(monkeypatch):
     assert all(point["classification_loss"] > 0 and 0 <= point["batch_accuracy"] <= 1 for point in row["loss_curve"])
     assert row["left_plateau_at_step"] in (None, 20)  # a 20-step running mean exists from step 20 on
     assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0 and row["batch_size"] == 8
+
+
+@pytest.mark.slow
+def test_hard_data_rungs_report_balanced_accuracy_and_calibration(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    output = tmp_path / "hard.json"
+    learning.main(["--data", "hard", "--seeds", "0", "--rungs", "trunk", "grefel_linear", "--num_epochs", "1",
+                   "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert report["data"] == {"name": "hard", "imbalance": 10.0, "label_noise": 0.2}
+    rows = {row["rung"]: row for row in report["rows"]}
+    assert set(rows) == {"trunk", "grefel_linear"}
+    for row in rows.values():
+        assert row["data"] == "hard" and row["steps"] == rows["trunk"]["steps"] < 40  # the long tail has fewer images
+        assert 0.0 <= row["balanced_accuracy"] <= 1.0 and 0.0 <= row["ece"] <= 1.0
+    assert 0.0 <= rows["grefel_linear"]["corrected_ece"] <= 1.0

@@ -88,3 +88,25 @@ def test_expressions_are_learnable_but_not_trivial():
 
     accuracy = LogisticRegression(max_iter=500, C=0.1).fit(*arrays("train")).score(*arrays("validation"))
     assert 0.35 < accuracy < 0.9, accuracy
+
+
+def test_imbalance_thins_the_training_classes_geometrically_and_keeps_evaluation_balanced():
+    data = make_synthetic_faces(num_per_class=20, image_size=24, eval_per_class=2, imbalance=10)
+    counts = np.bincount(data["train"]["label"], minlength=8).tolist()
+    assert counts[0] == 20 and counts[-1] == 2 and counts == sorted(counts, reverse=True)
+    assert np.bincount(data["validation"]["label"]).tolist() == [2] * 8 == np.bincount(data["test"]["label"]).tolist()
+
+
+def test_label_noise_flips_that_fraction_of_training_labels_to_other_classes_and_keeps_the_images():
+    clean = make_synthetic_faces(num_per_class=50, image_size=24, eval_per_class=2)
+    noisy = make_synthetic_faces(num_per_class=50, image_size=24, eval_per_class=2, label_noise=0.2)
+    flipped = np.asarray(clean["train"]["label"]) != np.asarray(noisy["train"]["label"])
+    assert 0.13 < flipped.mean() < 0.27  # 400 labels at 20%: a binomial spread of about 2 points
+    assert np.array_equal(np.asarray(clean["train"][5]["image"]), np.asarray(noisy["train"][5]["image"]))
+    assert clean["validation"]["label"] == noisy["validation"]["label"]
+
+
+@pytest.mark.parametrize("kwargs", [dict(imbalance=0.5), dict(label_noise=1.0), dict(label_noise=-0.1)])
+def test_impossible_imbalance_or_noise_is_refused_by_name(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        make_synthetic_faces(num_per_class=2, image_size=24, **kwargs)
