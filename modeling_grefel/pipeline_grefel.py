@@ -153,7 +153,8 @@ class FacialExpressionPipeline(ChunkPipeline):
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         """Split the keyword arguments of `__init__` and `__call__` into those of `preprocess`, `_forward` and
-        `postprocess`, each checked by name; only the ones given are returned, so a call's override an init's."""
+        `postprocess`, each checked by name. Only the ones given are returned: transformers merges a call's over those
+        given at construction, and the hooks' own defaults fill the rest."""
         if kwargs:
             raise TypeError(
                 f"FacialExpressionPipeline got unexpected arguments {sorted(kwargs)}; it takes detector, no_face, "
