@@ -94,8 +94,9 @@ class ExpectedCalibrationError(evaluate.Metric):
         # No library function is used: scikit-learn has no multi-class ECE, and
         # `sklearn.calibration.calibration_curve` (1.9) accepts binary labels only and returns the per-bin
         # accuracy and confidence of the non-empty bins without their sizes, so the |B| / N weights cannot be
-        # recovered from it. Top-label ECE is that binary curve for (correct, confidence), so the bins are
-        # built here exactly as `calibration_curve(strategy="uniform")` builds them.
+        # recovered from it; no other dependency of the package computes ECE (torchmetrics, which does, is not
+        # one). Top-label ECE is that binary curve for (correct, confidence), so the bins are built here
+        # exactly as `calibration_curve(strategy="uniform")` builds them (tests/test_metrics.py compares them).
         confidences = probs.max(axis=1)  # (N,)
         correct = (probs.argmax(axis=1) == references).astype(np.float64)  # (N,)
         edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
