@@ -12,7 +12,7 @@ from .modeling_grefel import (
     GReFELModelOutput,
     GReFELPreTrainedModel,
 )
-from .pipeline_grefel import FacialExpressionPipeline, add_pipeline_to_folder, register_pipeline
+from .pipeline_grefel import FacialExpressionPipeline, add_pipeline_to_config, register_pipeline
 
 # The processor's own module is copied to the Hub; registering here keeps that file free of side effects.
 GReFELImageProcessor.register_for_auto_class("AutoImageProcessor")
@@ -33,7 +33,7 @@ __all__ = [
     "GReFELModelOutput",
     "GReFELPreTrainedModel",
     "ImageInputError",
-    "add_pipeline_to_folder",
+    "add_pipeline_to_config",
     "expression_id2label",
     "read_image",
     "read_rgb_image",

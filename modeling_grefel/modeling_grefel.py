@@ -445,13 +445,13 @@ class GReFELPreTrainedModel(PreTrainedModel):
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.setdefault("AutoModel", "modeling_grefel.GReFELModel")
             self.config.auto_map = auto_map
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if getattr(self, "_auto_class", None) is not None and kwargs.get("is_main_process", True):
             # pipeline("facial-expression-recognition", model=folder, trust_remote_code=True) then finds its class.
-            from .pipeline_grefel import add_pipeline_to_folder
+            # Set before saving, so that save_pretrained(push_to_hub=True), which uploads inside, carries it too; the
+            # pipeline's files come with this module, which transformers copies with its relative imports.
+            from .pipeline_grefel import add_pipeline_to_config
 
-            add_pipeline_to_folder(save_directory)
-        return result
+            add_pipeline_to_config(self.config)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

@@ -25,8 +25,6 @@ processor, training and the Space share, so all of them accept and refuse the sa
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,6 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForImageClassification
-from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
@@ -308,28 +305,6 @@ def add_pipeline_to_config(config: Any) -> Any:
     return config
 
 
-def add_pipeline_to_folder(folder: str | os.PathLike) -> list[Path]:
-    """Make a saved model folder loadable with `pipeline("facial-expression-recognition", model=folder,
-    trust_remote_code=True)`: add the `custom_pipelines` entry to its config.json and copy this file,
-    `face_detection_grefel.py` and `image_input_grefel.py` next to it. Returns the files written. Call it after
-    `save_pretrained`; calling it again changes nothing. It comes too late for `save_pretrained(push_to_hub=True)`,
-    which has uploaded by then: there, `add_pipeline_to_config` before saving is the way.
-    """
-    folder = Path(folder)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"add_pipeline_to_folder: {config_path} does not exist; save the model with save_pretrained({folder}) first."
-        )
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["custom_pipelines"] = {**(config.get("custom_pipelines") or {}), **custom_pipelines_entry()}
-    # The layout transformers' own PreTrainedConfig.to_json_file writes.
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    # custom_object_save copies the class's module file plus every file it imports relatively (the face detector).
-    copied = custom_object_save(FacialExpressionPipeline, folder)
-    return [config_path] + [Path(p) for p in copied]
-
-
 def register_pipeline() -> None:
     """Register the task with transformers so `pipeline(TASK, model=model, image_processor=processor)` builds this
     pipeline for an in-memory model. Loading from a folder needs no registration (its config.json names the class).
@@ -349,7 +324,6 @@ __all__ = [
     "NO_FACE_MODES",
     "TASK",
     "add_pipeline_to_config",
-    "add_pipeline_to_folder",
     "custom_pipelines_entry",
     "register_pipeline",
 ]

@@ -21,7 +21,6 @@ from modeling_grefel.pipeline_grefel import (
     TASK,
     FacialExpressionPipeline,
     add_pipeline_to_config,
-    add_pipeline_to_folder,
     register_pipeline,
 )
 
@@ -248,16 +247,14 @@ def test_add_pipeline_to_config_adds_the_task_and_keeps_other_entries(model):
     assert config.to_dict()["custom_pipelines"][TASK]["impl"] == "pipeline_grefel.FacialExpressionPipeline"
 
 
-def test_add_pipeline_to_folder_writes_the_task_and_copies_the_code(tiny_model_dir, tmp_path):
-    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
-    written = add_pipeline_to_folder(folder)
-    assert {p.name for p in written} == {
-        "config.json", "pipeline_grefel.py", "face_detection_grefel.py", "image_input_grefel.py"
-    }
-    config = json.loads((folder / "config.json").read_text())
+def test_model_save_pretrained_writes_the_task_and_copies_the_code(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
     assert config["custom_pipelines"][TASK]["impl"] == "pipeline_grefel.FacialExpressionPipeline"
     assert config["custom_pipelines"][TASK]["pt"] == ["AutoModelForImageClassification"]
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_grefel.GReFELForImageClassification"
+    for name in ("pipeline_grefel.py", "face_detection_grefel.py", "image_input_grefel.py"):
+        assert (tmp_path / name).is_file(), name
 
 
 def test_pipeline_save_pretrained_writes_a_folder_loadable_by_task(pipe, tmp_path):
@@ -330,20 +327,7 @@ def pushed_files(saver: str, tmp_path) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.parametrize(
-    "saver",
-    [
-        "pipeline",
-        pytest.param(
-            "model",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="GReFELPreTrainedModel.save_pretrained adds the entry after transformers has pushed; it should "
-                "call add_pipeline_to_config(self.config) before saving (modeling_grefel.py)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("saver", ["pipeline", "model"])
 def test_save_pretrained_with_push_to_hub_pushes_the_task_and_its_code(saver, tmp_path):
     files = pushed_files(saver, tmp_path)
     for name in ("pipeline_grefel.py", "face_detection_grefel.py", "image_input_grefel.py"):
