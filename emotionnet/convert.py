@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELImageProcessor
-from modeling_grefel.modeling_grefel import relative_position_index
+from modeling_grefel.attention_grefel import relative_position_index
 
 # face.evoLVe's IR-50 (get_blocks(50)): units per stage; POSTER++ keeps the first three stages as body1..body3.
 IR50_STAGE_UNITS = (3, 4, 14, 3)

@@ -11,12 +11,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from modeling_grefel.modeling_grefel import (
-    GReFELIRUnit,
-    GReFELSelfAttention,
-    GReFELWindowCrossAttention,
-    relative_position_index,
-)
+from modeling_grefel.attention_grefel import GReFELSelfAttention, GReFELWindowCrossAttention, relative_position_index
+from modeling_grefel.backbones_grefel import GReFELIRUnit
 
 
 def window_attention(self, image, query, need_weights=False):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELModel
-from modeling_grefel.modeling_grefel import window_partition, window_reverse
+from modeling_grefel.attention_grefel import window_partition, window_reverse
 
 
 def pixels(config: GReFELConfig, batch: int = 4, seed: int = 0) -> torch.Tensor:

@@ -1,0 +1,207 @@
+"""Window-based cross-attention between landmark and image features at three scales, and the fusion ViT.
+
+Layouts (window cross-attention with a relative-position bias, token embedding, fusion blocks with an SE gate) follow
+the official POSTER++ code (Talented-Q/POSTER_V2, models/PosterV2_7cls.py); the head and loss are in
+`modeling_grefel.py` and `loss_grefel.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration_grefel import GReFELConfig
+
+
+# ----------------------------------------------------------------------------------------------- small layers
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop the residual branch of whole samples, rescaling the kept ones."""
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class GReFELDropPath(nn.Module):
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.rate, self.training)
+
+
+class GReFELMlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+# ----------------------------------------------------------------------------------------------- cross-attention
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * H/w * W/w, w*w, C)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """(B * H/w * W/w, w*w, C) -> (B, H, W, C); the inverse of `window_partition`."""
+    c = windows.shape[-1]
+    x = windows.view(-1, height // window, width // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+def relative_position_index(window: int, device=None) -> torch.Tensor:
+    """(w*w, w*w) index into a ((2w-1)^2)-row bias table, as in Swin/GCViT window attention."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)  # (N, N, 2), each in [0, 2w-2]
+    return (rel[..., 0] * (2 * window - 1) + rel[..., 1]).to(device)
+
+
+class GReFELWindowCrossAttention(nn.Module):
+    """Landmark queries attend to image keys/values inside each window, with a learned relative-position bias."""
+
+    def __init__(self, dim: int, num_heads: int, window: int):
+        super().__init__()
+        self.num_heads, self.window = num_heads, window
+        self.scale = (dim // num_heads) ** -0.5
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.proj = nn.Linear(dim, dim)
+        # The (N, N) index is computed on first use and kept per device. Not a buffer: transformers 5 builds the model
+        # on the meta device in `from_pretrained` and leaves non-persistent buffers as `torch.empty_like` for
+        # `_init_weights` to fill (modeling_utils, `_move_missing_keys_from_meta_to_device`); an attribute also keeps
+        # the state-dict keys, and so the official-weight conversion, unchanged.
+        self._index_cache: torch.Tensor | None = None
+
+    def relative_position_bias(self, n: int) -> torch.Tensor:
+        """(heads, N, N) additive bias gathered from the table."""
+        table = self.relative_position_bias_table
+        if self._index_cache is None or self._index_cache.device != table.device:
+            self._index_cache = relative_position_index(self.window, device=table.device).reshape(-1)
+        return table[self._index_cache].view(n, n, self.num_heads).permute(2, 0, 1)
+
+    def forward(
+        self, image: torch.Tensor, query: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """image, query: (B_w, N, C) windows; returns the output (B_w, N, C) and, with `need_weights`, the attention
+        probabilities (B_w, heads, N, N)."""
+        bw, n, c = image.shape
+        heads = self.num_heads
+        k, v = self.kv(image).view(bw, n, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2 x (B_w, h, N, C/h)
+        q = query.view(bw, n, heads, c // heads).transpose(1, 2)  # (B_w, h, N, C/h)
+        bias = self.relative_position_bias(n).to(q.dtype)
+        if need_weights:
+            attn = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1)  # (B_w, h, N, N)
+            out = attn @ v
+        else:
+            # The fused kernel never materialises the (B_w, h, N, N) probabilities.
+            attn, out = None, F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c)), attn
+
+
+class GReFELCrossAttentionBlock(nn.Module):
+    """x = LN(image) + DropPath(g1 * attn); x = x + DropPath(g2 * MLP(LN(x))), windows partitioned and reversed."""
+
+    def __init__(self, config: GReFELConfig, scale: int):
+        super().__init__()
+        dim = config.hidden_sizes[scale]
+        self.window = config.window_sizes[scale]
+        self.norm_image = nn.LayerNorm(dim)
+        self.attention = GReFELWindowCrossAttention(dim, config.num_attention_heads[scale], self.window)
+        self.gamma1 = nn.Parameter(torch.full((dim,), config.layer_scale_init_value))
+        self.gamma2 = nn.Parameter(torch.full((dim,), config.layer_scale_init_value))
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = GReFELMlp(dim, int(dim * config.mlp_ratio))
+        self.drop_path = GReFELDropPath(config.drop_path_rates[scale])
+
+    def forward(self, image: torch.Tensor, query: torch.Tensor | None) -> torch.Tensor:
+        """image: (B, C, H, W); query: (B, C, H, W) landmark features, or None for self-attention."""
+        b, c, h, w = image.shape
+        shortcut = self.norm_image(image.permute(0, 2, 3, 1))  # (B, H, W, C)
+        query = shortcut if query is None else query.permute(0, 2, 3, 1)
+        out, _ = self.attention(window_partition(shortcut, self.window), window_partition(query, self.window))
+        x = shortcut + self.drop_path(self.gamma1 * window_reverse(out, self.window, h, w))
+        x = x + self.drop_path(self.gamma2 * self.mlp(self.norm_mlp(x)))
+        return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+# ----------------------------------------------------------------------------------------------- fusion ViT
+class GReFELSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)  # (B, h, N, C/h)
+        if need_weights:
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
+            out = attn @ v
+        else:
+            attn, out = None, F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c)), attn
+
+
+class GReFELFusionBlock(nn.Module):
+    def __init__(self, config: GReFELConfig, drop_path_rate: float):
+        super().__init__()
+        dim = config.hidden_size
+        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attn = GReFELSelfAttention(dim, config.fusion_num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = GReFELMlp(dim, int(dim * config.fusion_mlp_ratio))
+        self.drop_path = GReFELDropPath(drop_path_rate)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, attn = self.attn(self.norm1(x), need_weights)
+        x = x + self.drop_path(out)
+        return x + self.drop_path(self.mlp(self.norm2(x))), attn
+
+
+class GReFELSEGate(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear1 = nn.Linear(dim, dim)
+        self.linear2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.linear2(F.relu(self.linear1(x))))
+
+
+class GReFELFusionViT(nn.Module):
+    def __init__(self, config: GReFELConfig):
+        super().__init__()
+        dim = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens + 1, dim))
+        rates = torch.linspace(0, config.fusion_drop_path_rate, config.fusion_depth).tolist()
+        self.blocks = nn.ModuleList([GReFELFusionBlock(config, rate) for rate in rates])
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.se_block = GReFELSEGate(dim)
+        self.pooling = config.embedding_pooling
+
+    def forward(self, tokens: torch.Tensor, hidden_states: list | None, attentions: list | None):
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
+        if hidden_states is not None:
+            hidden_states.append(x)
+        for block in self.blocks:
+            x, attn = block(x, need_weights=attentions is not None)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None:
+                attentions.append(attn)
+        x = self.norm(x)
+        pooled = x[:, 1:].mean(dim=1) if self.pooling == "mean" else x[:, 0]  # (B, 1 + N, D) -> (B, D)
+        return self.se_block(pooled), x
