@@ -76,18 +76,15 @@ class GReFELWindowCrossAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         self.proj = nn.Linear(dim, dim)
-        # The (N, N) index is computed on first use and kept per device. Not a buffer: transformers 5 builds the model
-        # on the meta device in `from_pretrained` and leaves non-persistent buffers as `torch.empty_like` for
-        # `_init_weights` to fill (modeling_utils, `_move_missing_keys_from_meta_to_device`); an attribute also keeps
-        # the state-dict keys, and so the official-weight conversion, unchanged.
-        self._index_cache: torch.Tensor | None = None
+        # Non-persistent, so the state-dict keys (and the official-weight conversion) are unchanged. transformers 5
+        # builds the model on the meta device in `from_pretrained` and leaves non-persistent buffers empty for
+        # `_init_weights` to fill, which recomputes it there (as its Swin does, models/swin/modeling_swin.py).
+        self.relative_position_index = nn.Buffer(relative_position_index(window).reshape(-1), persistent=False)
 
     def relative_position_bias(self, n: int) -> torch.Tensor:
         """(heads, N, N) additive bias gathered from the table."""
         table = self.relative_position_bias_table
-        if self._index_cache is None or self._index_cache.device != table.device:
-            self._index_cache = relative_position_index(self.window, device=table.device).reshape(-1)
-        return table[self._index_cache].view(n, n, self.num_heads).permute(2, 0, 1)
+        return table[self.relative_position_index].view(n, n, self.num_heads).permute(2, 0, 1)
 
     def forward(
         self, image: torch.Tensor, query: torch.Tensor, need_weights: bool = False

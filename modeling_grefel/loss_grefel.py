@@ -99,7 +99,7 @@ class GReFELLoss(nn.Module):
         anchor_distances: torch.Tensor,
         anchors: torch.Tensor,
         labels: torch.Tensor,
-        trust: float = 1.0,
+        trust: torch.Tensor | float = 1.0,
     ) -> dict[str, torch.Tensor]:
         target = target_distribution(labels.to(corrected_probs.device), corrected_probs.shape[1])
         cls = self.classification_loss(corrected_probs, target)

@@ -24,6 +24,7 @@ from .attention_grefel import (
     GReFELCrossAttentionBlock,
     GReFELFusionViT,
     GReFELWindowCrossAttention,
+    relative_position_index,
     window_partition,
     window_reverse,
 )
@@ -39,10 +40,11 @@ class GReFELModelOutput(ModelOutput):
     Output of [`GReFELModel`].
 
     Args:
-        embeddings (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-            The SE-gated class token of the fusion ViT: the embedding `e` the anchors live beside.
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_tokens, hidden_size)`):
             Tokens after the fusion ViT's final LayerNorm (class token first).
+        embeddings (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            The SE-gated class token of the fusion ViT (or token mean, `embedding_pooling`): the embedding `e` the
+            anchors live beside.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
             The image features of the three scales `(batch_size, hidden_sizes[i], side_i, side_i)`, the
             cross-attention outputs in the same shapes, then the token sequence before and after each fusion
@@ -52,10 +54,25 @@ class GReFELModelOutput(ModelOutput):
             1 + num_tokens)`.
     """
 
-    embeddings: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class GReFELHeadOutput(ModelOutput):
+    """
+    Output of [`GReFELAnchorHead`]: the distributions and geometry the classifier's output and loss are built from.
+    Fields as in [`GReFELImageClassifierOutput`].
+    """
+
+    primary_probs: torch.FloatTensor | None = None
+    geometric_probs: torch.FloatTensor | None = None
+    attentive_probs: torch.FloatTensor | None = None
+    corrected_probs: torch.FloatTensor | None = None
+    confidences: torch.FloatTensor | None = None
+    anchor_distances: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -165,6 +182,7 @@ class GReFELPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
         elif isinstance(module, GReFELWindowCrossAttention):
             init.trunc_normal_(module.relative_position_bias_table, std=0.02)
+            init.copy_(module.relative_position_index, relative_position_index(module.window).reshape(-1))
         elif isinstance(module, GReFELCrossAttentionBlock):
             init.constant_(module.gamma1, self.config.layer_scale_init_value)
             init.constant_(module.gamma2, self.config.layer_scale_init_value)
@@ -173,6 +191,8 @@ class GReFELPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.pos_embed, std=std)
         elif isinstance(module, GReFELAnchorHead):
             init.normal_(module.anchors, std=self.config.anchor_init_std)
+        elif isinstance(module, GReFELForImageClassification):
+            init.zeros_(module.trust)
 
 
 # ----------------------------------------------------------------------------------------------- inference paths
@@ -329,6 +349,8 @@ class GReFELModel(GReFELPreTrainedModel):
                 f"pixel_values must be (batch, {config.num_channels}, height, width), got {tuple(pixel_values.shape)}; "
                 "prepare images with GReFELImageProcessor."
             )
+        # Processors return fp32; a model cast to bf16 or fp16 takes it as transformers vision models do.
+        pixel_values = pixel_values.to(self.dtype)
         size = config.backbone_image_size
         interpolation = config.backbone_interpolation
         align = {} if interpolation in ("nearest", "area") else {"align_corners": False}
@@ -349,9 +371,9 @@ class GReFELModel(GReFELPreTrainedModel):
         hidden_states = tuple(hidden_states) if hidden_states is not None else None
         attentions = tuple(attentions) if attentions is not None else None
         if not return_dict:
-            return tuple(v for v in (embeddings, last_hidden_state, hidden_states, attentions) if v is not None)
+            return tuple(v for v in (last_hidden_state, embeddings, hidden_states, attentions) if v is not None)
         return GReFELModelOutput(
-            embeddings=embeddings, last_hidden_state=last_hidden_state, hidden_states=hidden_states, attentions=attentions
+            last_hidden_state=last_hidden_state, embeddings=embeddings, hidden_states=hidden_states, attentions=attentions
         )
 
 
@@ -385,7 +407,7 @@ class GReFELAnchorHead(nn.Module):
         attn = (q @ k.transpose(0, 1) / math.sqrt(q.shape[-1])).softmax(dim=-1)  # (B, B)
         return (attn @ v).softmax(dim=-1)
 
-    def forward(self, embeddings: torch.Tensor, trust: float) -> dict[str, torch.Tensor]:
+    def forward(self, embeddings: torch.Tensor, trust: torch.Tensor | float) -> GReFELHeadOutput:
         primary = self.primary(embeddings).softmax(dim=-1)
         distances = self.anchor_distances(embeddings)
         b, c, k = distances.shape
@@ -399,14 +421,14 @@ class GReFELAnchorHead(nn.Module):
             attentive, conf_a, combined = None, torch.zeros_like(conf_p), geometric
         balanced = conf_p[:, None] * primary + (1 - conf_p[:, None]) * combined
         corrected = (1 - trust) * primary + trust * balanced if self.training else balanced
-        return {
-            "primary_probs": primary,
-            "geometric_probs": geometric,
-            "attentive_probs": attentive,
-            "corrected_probs": corrected,
-            "confidences": torch.stack([conf_p, conf_g, conf_a], dim=-1),
-            "anchor_distances": distances,
-        }
+        return GReFELHeadOutput(
+            primary_probs=primary,
+            geometric_probs=geometric,
+            attentive_probs=attentive,
+            corrected_probs=corrected,
+            confidences=torch.stack([conf_p, conf_g, conf_a], dim=-1),
+            anchor_distances=distances,
+        )
 
 
 class GReFELForImageClassification(GReFELPreTrainedModel):
@@ -417,8 +439,10 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
         self.grefel = GReFELModel(config)
         self.grefel_head = GReFELAnchorHead(config)
         self.criterion = GReFELLoss(config)
-        # The trust t of the reliability schedule; a plain attribute, set by the training loop through `set_trust`.
-        self.trust = 0.0
+        # The trust t of the reliability schedule, set from the training step by `set_trust`. A non-persistent buffer:
+        # it follows the model's device, DDP broadcasts it with the other buffers, and the checkpoint need not hold
+        # it (the step does).
+        self.trust = nn.Buffer(torch.zeros(()), persistent=False)
         # Set by `optimize_for_inference`; bf16 autocast applies to the trunk in eval mode only.
         self.inference_path = "eager"
         self.inference_report: dict | None = None
@@ -518,12 +542,13 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
         """Advance the trust schedule to `step` of `total_steps` training steps and return t."""
         schedule = self.config.trust_schedule
         if schedule == "none":
-            self.trust = 0.0
+            trust = 0.0
         elif schedule == "full":
-            self.trust = 1.0
+            trust = 1.0
         else:
-            self.trust = min(max(step / max(total_steps, 1), 0.0), 1.0)
-        return self.trust
+            trust = min(max(step / max(total_steps, 1), 0.0), 1.0)
+        self.trust.fill_(trust)
+        return trust
 
     def forward(
         self,
@@ -543,18 +568,20 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
                 pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                 return_dict=True,
             )
-        embeddings = trunk.embeddings.float()  # the head (anchors, distances, confidences) always runs in fp32
-        parts = self.grefel_head(embeddings, self.trust)
+        # The head (anchors, distances, confidences) runs in its own parameters' dtype: fp32 under the bf16 autocast
+        # inference path, the model's dtype when the whole model was cast.
+        embeddings = trunk.embeddings.to(self.grefel_head.anchors.dtype)
+        head = self.grefel_head(embeddings, self.trust)
         use_primary = not self.training and self.config.inference_correction == "primary"
-        predicted = parts["primary_probs"] if use_primary else parts["corrected_probs"]
+        predicted = head.primary_probs if use_primary else head.corrected_probs
         logits = predicted.clamp_min(1e-12).log()
 
         losses = {}
         if labels is not None:
             losses = self.criterion(
-                corrected_probs=parts["corrected_probs"],
-                primary_confidence=parts["confidences"][:, 0],
-                anchor_distances=parts["anchor_distances"],
+                corrected_probs=head.corrected_probs,
+                primary_confidence=head.confidences[:, 0],
+                anchor_distances=head.anchor_distances,
                 anchors=self.grefel_head.anchors,
                 labels=labels,
                 trust=self.trust,
@@ -562,13 +589,18 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
         output = GReFELImageClassifierOutput(
             loss=losses.get("loss"),
             logits=logits,
+            primary_probs=head.primary_probs,
+            geometric_probs=head.geometric_probs,
+            attentive_probs=head.attentive_probs,
+            corrected_probs=head.corrected_probs,
+            confidences=head.confidences,
             embeddings=embeddings,
+            anchor_distances=head.anchor_distances,
             classification_loss=losses.get("classification_loss"),
             anchor_loss=losses.get("anchor_loss"),
             center_loss=losses.get("center_loss"),
             hidden_states=trunk.hidden_states,
             attentions=trunk.attentions,
-            **parts,
         )
         return output if return_dict else output.to_tuple()
 
@@ -583,6 +615,7 @@ __all__ = [
     "GReFELForImageClassification",
     "GReFELModelOutput",
     "GReFELImageClassifierOutput",
+    "GReFELHeadOutput",
     "GReFELWindowCrossAttention",
     "GReFELAnchorHead",
     "window_partition",

@@ -313,7 +313,7 @@ def main(argv=None) -> dict:
                 last_loss = outputs.classification_loss.item()
                 log = {"train/loss": outputs.loss.item(), "train/classification_loss": last_loss,
                        "train/anchor_loss": outputs.anchor_loss.item(), "train/center_loss": outputs.center_loss.item(),
-                       "train/lr": scheduler.get_last_lr()[0], "train/trust": unwrapped.trust, "epoch": epoch}
+                       "train/lr": scheduler.get_last_lr()[0], "train/trust": float(unwrapped.trust), "epoch": epoch}
                 progress.set_postfix(loss=f"{log['train/loss']:.3f}")
                 if args.report_to != "none":
                     accelerator.log(log, step=completed_steps)

@@ -85,17 +85,15 @@ def test_window_attention_weights_only_on_request():
     torch.testing.assert_close(fused, window_attention(attention, image, query)[0], atol=1e-6, rtol=1e-5)
 
 
-def test_relative_position_index_is_cached_and_not_in_the_state_dict():
+def test_relative_position_index_is_a_buffer_outside_the_state_dict_and_rebuilt_by_from_pretrained(tmp_path):
     model = make_model()
-    assert not any("relative_position_index" in key or "_index_cache" in key for key in model.state_dict())
-    attention = model.grefel.cross_attention[0].attention
-    with torch.no_grad():
-        model(calibration_pixel_values(model.config, batch=1))
-    cached = attention._index_cache
-    with torch.no_grad():
-        model(calibration_pixel_values(model.config, batch=1))
-    assert attention._index_cache is cached
-    torch.testing.assert_close(cached, relative_position_index(attention.window).reshape(-1))
+    assert not any("relative_position_index" in key for key in model.state_dict())
+    model.save_pretrained(tmp_path)
+    loaded = GReFELForImageClassification.from_pretrained(tmp_path)
+    for attention in (model.grefel.cross_attention[0].attention, loaded.grefel.cross_attention[0].attention):
+        assert "relative_position_index" in dict(attention.named_buffers())
+        torch.testing.assert_close(attention.relative_position_index,
+                                   relative_position_index(attention.window).reshape(-1))
 
 
 def test_unknown_path_is_refused():

@@ -14,6 +14,7 @@ import torch
 
 from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELModel
 from modeling_grefel.attention_grefel import window_partition, window_reverse
+from modeling_grefel.modeling_grefel import GReFELHeadOutput
 
 
 def pixels(config: GReFELConfig, batch: int = 4, seed: int = 0) -> torch.Tensor:
@@ -192,8 +193,36 @@ def test_base_model_outputs(tiny_model):
     with torch.no_grad():
         out = trunk(pixels(tiny_model.config), output_attentions=True)
         as_tuple = trunk(pixels(tiny_model.config), output_attentions=True, return_dict=False)
-    torch.testing.assert_close(as_tuple[0], out.embeddings)
+    # last_hidden_state first, as in every transformers model.
+    assert list(out.keys())[:2] == ["last_hidden_state", "embeddings"]
+    torch.testing.assert_close(as_tuple[0], out.last_hidden_state)
+    torch.testing.assert_close(as_tuple[1], out.embeddings)
     assert out.last_hidden_state.shape == (4, 1 + tiny_model.config.num_tokens, tiny_model.config.hidden_size)
+
+
+def test_the_head_returns_a_typed_output_the_classifier_output_names(tiny_model):
+    with torch.no_grad():
+        embeddings = tiny_model.grefel(pixels(tiny_model.config)).embeddings
+        head = tiny_model.grefel_head(embeddings, tiny_model.trust)
+        out = tiny_model(pixels(tiny_model.config))
+    assert isinstance(head, GReFELHeadOutput)
+    for name in ("primary_probs", "geometric_probs", "corrected_probs", "confidences", "anchor_distances"):
+        torch.testing.assert_close(getattr(out, name), getattr(head, name))
+
+
+def test_trust_is_a_buffer_set_from_the_step_and_not_saved(tiny_model, tmp_path):
+    model = GReFELForImageClassification(GReFELConfig.tiny(trust_schedule="linear"))
+    assert "trust" in dict(model.named_buffers()) and "trust" not in model.state_dict()
+    assert model.set_trust(25, 100) == 0.25 and model.trust.item() == 0.25
+    model.save_pretrained(tmp_path)
+    assert GReFELForImageClassification.from_pretrained(tmp_path).trust.item() == 0.0
+
+
+def test_a_bf16_model_takes_fp32_pixel_values(tiny_model):
+    model = GReFELForImageClassification(tiny_model.config).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        out = model(pixels(tiny_model.config))  # fp32, as the processor returns
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
 
 
 def test_bad_pixel_values_are_explained(tiny_model):
