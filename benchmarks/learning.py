@@ -281,14 +281,14 @@ def markdown(rows: list[dict], summary: dict) -> str:
         ece = fmt(r.get("ece")) + (f" ({fmt(r['corrected_ece'])})" if r.get("corrected_ece") is not None else "")
         lines.append(f"| {r['rung']} | {r['seed']} | {fmt(r['accuracy'])} | {fmt(r.get('corrected_accuracy'))} | "
                      f"{fmt(r.get('balanced_accuracy'))} | {fmt(r['macro_f1'])} | {fmt(r['min_recall'])} | {ece} | "
-                     f"{fmt(r['first_step_at_0.5'])} | {fmt(r['time_s'])} |")
+                     f"{fmt(r['first_step_at_0.5'])} | {r['time_s']:.0f} |")
     for rung, s in summary.items():
         ece = fmt(s.get("mean_ece")) + (
             f" ({fmt(s['mean_corrected_ece'])})" if s.get("mean_corrected_ece") is not None else "")
         lines.append(f"| **{rung} mean / min** | {s['seeds']} seeds | {fmt(s['mean_accuracy'])} / "
                      f"{fmt(s['min_accuracy'])} | {fmt(s.get('mean_corrected_accuracy'))} / "
                      f"{fmt(s.get('min_corrected_accuracy'))} | {fmt(s.get('mean_balanced_accuracy'))} | "
-                     f"{fmt(s['mean_macro_f1'])} | {fmt(s['min_min_recall'])} | {ece} | | {fmt(s['mean_time_s'])} |")
+                     f"{fmt(s['mean_macro_f1'])} | {fmt(s['min_min_recall'])} | {ece} | | {s['mean_time_s']:.0f} |")
     return "\n".join(lines)
 
 
