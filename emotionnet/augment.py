@@ -25,7 +25,6 @@ steps interpolate the batch twice where the single grid here interpolates once. 
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -158,19 +157,5 @@ def homography_from_corners(source: torch.Tensor, target: torch.Tensor) -> torch
     return torch.cat([h, torch.ones(b, 1, device=h.device)], dim=1).view(b, 3, 3)
 
 
-def benchmark_augment(batch_size: int = 64, image_size: int = 224, device: str = "cpu", steps: int = 5) -> float:
-    """Images per second of `BatchAugment` on random uint8 input (for scripts/benchmark.py, not a unit test)."""
-    augment = BatchAugment(image_size=image_size).to(device)
-    images = torch.randint(0, 256, (batch_size, 3, augment.input_size, augment.input_size), dtype=torch.uint8,
-                           device=device)
-    augment(images)
-    start = time.perf_counter()
-    for _ in range(steps):
-        augment(images)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return batch_size * steps / (time.perf_counter() - start)
-
-
-__all__ = ["BatchAugment", "IMAGENET_MEAN", "IMAGENET_STD", "benchmark_augment", "homography_from_corners",
+__all__ = ["BatchAugment", "IMAGENET_MEAN", "IMAGENET_STD", "homography_from_corners",
            "to_unit_float"]

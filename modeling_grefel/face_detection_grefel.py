@@ -292,23 +292,10 @@ def largest_face_crop(
     return None
 
 
-def crop_faces(image: Any, detector: FaceDetector | None = None) -> list[PIL.Image.Image]:
-    """The crops of every face in `image`, largest first, framed exactly as the pipeline frames them.
-
-    Args:
-        image: anything `image_input_grefel.read_image` reads, read as the pipeline reads it.
-        detector: the `FaceDetector` to use; a default one when `None`.
-    """
-    detector = FaceDetector() if detector is None else detector
-    image = read_rgb_image(image)
-    return [detector.crop(image, box) for box in detector.detect(image)]
-
-
 __all__ = [
     "EYE_CASCADE",
     "FACE_CASCADE",
     "FaceBox",
     "FaceDetector",
-    "crop_faces",
     "largest_face_crop",
 ]

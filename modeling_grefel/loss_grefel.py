@@ -39,9 +39,8 @@ class GReFELLoss(nn.Module):
     """
     Classification, anchor and center losses of GReFEL, weighted from the config; returns the parts for logging.
 
-    - L_cls: cross-entropy (NLL of log p_hat) of the corrected distribution against the label-smoothed target, with
-      optional per-class weights (weighted mean over the batch, like `nn.CrossEntropyLoss(weight=...)`). Labels are
-      class ids or per-sample distributions (FERPlus votes).
+    - L_cls: cross-entropy (NLL of log p_hat) of the corrected distribution against the label-smoothed target. Labels
+      are class ids or per-sample distributions (FERPlus votes); imbalance is met by sampling (`--class_balanced`).
     - L_a: keeps class anchors apart. ARBEx's -(1 / (K^2 sqrt D)) * sum ||vec(A_i) - vec(A_m)||^2 is unbounded below,
       so each pair's normalised squared distance is hinged at `anchor_margin`:
       L_a = mean over class pairs of relu(margin - ||vec(A_i) - vec(A_m)||^2 / (K^2 sqrt D)), which lies in
@@ -52,33 +51,15 @@ class GReFELLoss(nn.Module):
     With `ramp_auxiliary_losses`, L_a and L_c are scaled by the trust t as in ARBEx.
     """
 
-    def __init__(self, config: GReFELConfig, class_weights: torch.Tensor | None = None):
+    def __init__(self, config: GReFELConfig):
         super().__init__()
         self.config = config
-        self.class_weights: torch.Tensor | None = None
-        self.set_class_weights(class_weights)
-
-    def set_class_weights(self, class_weights) -> None:
-        if class_weights is None:
-            self.class_weights = None
-            return
-        weights = torch.as_tensor(class_weights, dtype=torch.float32)
-        if weights.shape != (self.config.num_labels,) or bool((weights < 0).any()):
-            raise ValueError(
-                f"class_weights must be {self.config.num_labels} non-negative numbers (one per label), "
-                f"got shape {tuple(weights.shape)}."
-            )
-        self.class_weights = weights
 
     def classification_loss(self, corrected_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         num_labels = target.shape[1]
         smoothing = self.config.label_smoothing
         smoothed = target * (1.0 - smoothing) + smoothing / num_labels
-        per_sample = -(smoothed * corrected_probs.clamp_min(1e-12).log()).sum(dim=1)
-        if self.class_weights is None:
-            return per_sample.mean()
-        sample_weights = target @ self.class_weights.to(target.device)
-        return (per_sample * sample_weights).sum() / sample_weights.sum().clamp_min(1e-12)
+        return -(smoothed * corrected_probs.clamp_min(1e-12).log()).sum(dim=1).mean()
 
     def anchor_loss(self, anchors: torch.Tensor) -> torch.Tensor:
         num_labels, num_anchors, dim = anchors.shape

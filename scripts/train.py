@@ -122,6 +122,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none.")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Truncate train (quick checks).")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Truncate validation (quick checks).")
+    # The recipe table holds the defaults of these flags: --help shows each recipe's value.
+    for action in parser._actions:
+        values = [f"{name} {recipe[action.dest]}" for name, recipe in sorted(RECIPES.items()) if action.dest in recipe]
+        if values:
+            action.help = f"{action.help or ''} Default per recipe: {', '.join(values)}.".lstrip()
     args = parser.parse_args(argv)
 
     recipe_name = args.recipe or (args.dataset if args.dataset in RECIPES else "synthetic")

@@ -10,7 +10,7 @@ import pytest
 from face_images import ASTRONAUT_FACE, multi_face_photo, no_face_photo, one_face_photo
 
 from modeling_grefel import face_detection_grefel
-from modeling_grefel.face_detection_grefel import FaceBox, FaceDetector, crop_faces, largest_face_crop
+from modeling_grefel.face_detection_grefel import FaceBox, FaceDetector, largest_face_crop
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -140,15 +140,6 @@ def test_largest_face_crop_frames_the_largest_face_as_the_detector_does(detector
     photo, _ = multi_face_photo()
     largest = detector.detect(photo)[0]
     np.testing.assert_array_equal(np.asarray(largest_face_crop(photo)), np.asarray(detector.crop(photo, largest)))
-
-
-def test_crop_faces_gives_every_face_framed_as_the_detector_does(detector):
-    photo, count = multi_face_photo()
-    crops = crop_faces(photo, detector)
-    expected = [detector.crop(photo, box) for box in detector.detect(photo)]
-    assert len(crops) == count
-    for crop, reference in zip(crops, expected):
-        np.testing.assert_array_equal(np.asarray(crop), np.asarray(reference))
 
 
 @pytest.mark.parametrize(("fallback", "size"), [("full", (600, 400)), ("center", (400, 400)), ("none", None)])

@@ -27,18 +27,6 @@ def test_classification_loss_is_smoothed_cross_entropy():
     torch.testing.assert_close(loss.classification_loss(probs, target), expected)
 
 
-def test_class_weights_give_a_weighted_mean():
-    loss = make_loss(label_smoothing=0.0)
-    loss.set_class_weights([2.0] + [1.0] * 7)
-    probs = torch.full((2, 8), 1 / 8)
-    probs[0] = torch.tensor([0.5] + [0.5 / 7] * 7)
-    target = torch.nn.functional.one_hot(torch.tensor([0, 1]), 8).float()
-    per_sample = torch.tensor([-math.log(0.5), -math.log(1 / 8)])
-    expected = (2 * per_sample[0] + per_sample[1]) / 3
-    torch.testing.assert_close(loss.classification_loss(probs, target), expected)
-    with pytest.raises(ValueError, match="class_weights"):
-        loss.set_class_weights([1.0, 2.0])
-
 
 def test_anchor_loss_is_bounded_and_vanishes_when_anchors_are_apart():
     loss = make_loss(anchor_margin=1.0)

@@ -83,10 +83,6 @@ class LoadReport:
         """Record ``count`` rows of ``split`` left out for ``reason``."""
         self.dropped.setdefault(split, Counter())[reason] += count
 
-    def total_dropped(self, reason: str | None = None) -> int:
-        """Rows left out over all splits, for one reason or for all."""
-        return sum(n for counts in self.dropped.values() for r, n in counts.items() if reason is None or r == reason)
-
     def summary(self) -> str:
         """One line for logs and ``info.description``."""
         sizes = ", ".join(f"{split} {size}" for split, size in self.split_sizes.items())

@@ -57,14 +57,6 @@ class SafeImageLoader:
             self.skipped.append((key, f"{type(err).__name__}: {err}"))
         return None
 
-    def summary(self) -> str:
-        """``"skipped 2 of 64 images: a.jpg (OSError: ...); ..."``, for the end-of-training log."""
-        if not self.skipped:
-            return f"skipped 0 of {self.num_seen} images."
-        details = "; ".join(f"{key} ({reason})" for key, reason in self.skipped)
-        return f"skipped {len(self.skipped)} of {self.num_seen} images: {details}."
-
-
 def collate_images(
     examples: Sequence[dict[str, Any]],
     loader: SafeImageLoader,
