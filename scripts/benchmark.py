@@ -8,7 +8,8 @@ Sections:
             1x3x224x224, beside the POSTER++ figures of GREFEL_SPEC.md.
   train     training throughput (images/s) of the tiny and paper-size configs: augmentation on the device, forward,
             backward and an Adam step, median of timed steps after warm-up.
-  latency   per-photo latency of the face pipeline (detection + classification) for the tiny and paper-size models.
+  latency   latency of the face pipeline (detection + classification; eager and `auto`) for the tiny and paper-size
+            models on the 512x512 example photo and a 640x480 frame with one face, and of the detector alone.
   inference the inference paths (`optimize_for_inference`) of the tiny and paper-size models at batches 1, 16 (and
             64 for tiny): images/s, latency p50/p90, peak RSS, achieved GFLOP/s and top-1 agreement with eager fp32 on
             256+ varied inputs (synthetic faces and crops of the bundled example photos); beside them the machine's
@@ -105,27 +106,44 @@ def train_throughput(preset: str, batch_size: int, device: str, steps: int, warm
             "median_step_s": median, "images_per_s": batch_size / median}
 
 
-def latency_section(device: str, repeats: int) -> dict:
+def latency_section(device: str, repeats: int, presets=("tiny", "paper")) -> dict:
+    """Median ms per call of the face pipeline (detection + classification, eager fp32 and the `auto` path the Space
+    uses) on the 512x512 example photo and on a 640x480 webcam-sized frame holding the same face, and of the face
+    detector alone on that frame (issue 11: <= 40 ms a frame, tiny preset, for a 25 fps webcam stream)."""
     from PIL import Image
 
     from modeling_grefel import GReFELImageProcessor
+    from modeling_grefel.face_detection_grefel import FaceDetector
     from modeling_grefel.pipeline_grefel import FacialExpressionPipeline
 
     photo = Image.open(EXAMPLES / "astronaut.jpg").convert("RGB")  # the Space's public-domain example photo
-    results = {}
-    for preset in ("tiny", "paper"):
-        config = getattr(GReFELConfig, preset)()
-        model = GReFELForImageClassification(config).eval().to(device)
-        processor = GReFELImageProcessor.from_config(config)
-        pipe = FacialExpressionPipeline(model=model, image_processor=processor, device=device)
-        pipe(photo)  # warm-up
+    frame = Image.new("RGB", (640, 480), (96, 96, 96))
+    frame.paste(photo.crop((0, 0, 512, 480)), (64, 0))  # the top 480 rows hold the face
+
+    def median_ms(call, *args) -> float:
+        call(*args)  # warm-up
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            out = pipe(photo)
+            call(*args)
             times.append(time.perf_counter() - start)
-        results[preset] = {"median_ms": 1000 * statistics.median(times), "faces": len(out["faces"]),
-                           "photo_size": list(photo.size)}
+        return 1000 * statistics.median(times)
+
+    detector = FaceDetector()
+    results = {"threads": torch.get_num_threads(), "frame_size": list(frame.size), "photo_size": list(photo.size),
+               "detector_frame_ms": median_ms(detector.detect, frame)}
+    for preset in presets:
+        config = getattr(GReFELConfig, preset)()
+        processor = GReFELImageProcessor.from_config(config)
+        for path in ("eager", "auto"):
+            model = GReFELForImageClassification(config).eval().to(device)
+            pipe = FacialExpressionPipeline(model=model, image_processor=processor, device=device, inference_path=path)
+            results[f"{preset}_{path}"] = {
+                "chosen_path": model.inference_path,
+                "photo_ms": median_ms(pipe, photo),
+                "frame_ms": median_ms(pipe, frame),
+                "frame_faces": len(pipe(frame)["faces"]),
+            }
     return results
 
 
@@ -426,6 +444,7 @@ def main(argv=None) -> dict:
                         help="Paper-size inference batches (64 needs several GB and minutes per path on a CPU).")
     parser.add_argument("--train_batch", type=int, default=16, help="Paper-size batch of the inference section's "
                         "training-step comparison.")
+    parser.add_argument("--latency_presets", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
     parser.add_argument("--inference_presets", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
     parser.add_argument("--compile", action="store_true", help="Also time the torch.compile path (minutes).")
     parser.add_argument("--output", default="benchmarks/results.json")
@@ -442,7 +461,7 @@ def main(argv=None) -> dict:
             train_throughput("paper", args.paper_batch_size, args.device, args.steps, warmup=1),
         ]
     if "latency" in args.sections:
-        results["latency"] = latency_section(args.device, args.repeats)
+        results["latency"] = latency_section(args.device, args.repeats, args.latency_presets)
     if "inference" in args.sections:
         from modeling_grefel.modeling_grefel import has_native_bf16
 

@@ -1,0 +1,27 @@
+"""scripts/benchmark.py's latency section runs and reports the webcam-frame figure issue 11 asks for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_latency_section_times_the_pipeline_on_a_webcam_frame_with_one_face(tmp_path):
+    pytest.importorskip("cv2")
+    output = tmp_path / "latency.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--sections", "latency",
+                           "--latency_presets", "tiny", "--repeats", "1", "--output", str(output)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    latency = json.loads(output.read_text())["latency"]
+    assert latency["frame_size"] == [640, 480] and latency["detector_frame_ms"] > 0
+    for path in ("eager", "auto"):
+        row = latency[f"tiny_{path}"]
+        assert row["frame_faces"] == 1 and row["frame_ms"] > 0 and row["photo_ms"] > 0
+    assert latency["tiny_eager"]["chosen_path"] == "eager"
