@@ -4,8 +4,8 @@ This file is copied next to `config.json` on the Hub with the pipeline, so at mo
 standard library, numpy, PIL and `image_input_grefel.py`, the image reader every entry point shares. OpenCV (`pip install "emotionnet[faces]"`, i.e. `opencv-python-headless<5`) is
 imported when a detector first runs; its 4.x wheels ship the cascade files under `cv2.data.haarcascades`.
 
-The same `FaceDetector.crop` serves inference (the pipeline) and the preprocessing of raw datasets
-(`largest_face_crop`), so a model is trained on crops framed exactly as the ones it later sees.
+The same `FaceDetector.detect` and `FaceDetector.crop` that serve the pipeline can prepare raw datasets
+(`detector.crop(image, detector.detect(image)[0])`), so a model is trained on crops framed as the ones it later sees.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ _CASCADE_WINDOW = 24
 # Eyes are searched in the upper part of the face box, where they sit in a frontal face.
 _EYE_REGION_HEIGHT = 0.6
 _EYE_MIN_NEIGHBORS = 3
-_FALLBACKS = ("full", "center", "none")
 _INSTALL_HINT = 'pip install "emotionnet[faces]" (or opencv-python-headless>=4.8,<5)'
 
 # Cascades by file name: loading one parses a large XML file, so each process does it once.
@@ -263,39 +262,9 @@ def _as_face_box(box: FaceBox | dict[str, int]) -> FaceBox:
     )
 
 
-def largest_face_crop(
-    image: Any, detector: FaceDetector | None = None, fallback: str = "full"
-) -> PIL.Image.Image | None:
-    """The crop of the largest face in `image`, framed as the pipeline frames faces at inference.
-
-    Use it to preprocess raw datasets (e.g. photos that are not already face crops) the same way as inference.
-
-    Args:
-        image: anything `image_input_grefel.read_image` reads, read as the pipeline reads it (EXIF orientation
-            applied, RGB).
-        detector: the `FaceDetector` to use; a default one when `None`.
-        fallback: what to return when no face is found: `"full"` the whole image, `"center"` its largest centred
-            square, `"none"` `None`.
-    """
-    if fallback not in _FALLBACKS:
-        raise ValueError(f"largest_face_crop: fallback must be one of {_FALLBACKS}, got {fallback!r}.")
-    detector = FaceDetector() if detector is None else detector
-    image = read_rgb_image(image)
-    boxes = detector.detect(image)
-    if boxes:
-        return detector.crop(image, boxes[0])
-    if fallback == "full":
-        return image
-    if fallback == "center":
-        width, height = image.size
-        return _padded_crop(image, width / 2.0, height / 2.0, min(width, height))
-    return None
-
-
 __all__ = [
     "EYE_CASCADE",
     "FACE_CASCADE",
     "FaceBox",
     "FaceDetector",
-    "largest_face_crop",
 ]

@@ -273,7 +273,7 @@ def inference_rows(preset: str, batches: list[int], repeats: int, count: int, de
                    interleaved_repeats: int) -> tuple:
     """One row per (path, batch) for `preset`, plus what `auto` chose and measured."""
     from emotionnet.previous_eager import previous_eager_forward
-    from modeling_grefel.modeling_grefel import has_native_bf16
+    from modeling_grefel.inference_grefel import has_native_bf16
 
     torch.manual_seed(0)
     config = getattr(GReFELConfig, preset)(num_labels=7)
@@ -463,7 +463,7 @@ def main(argv=None) -> dict:
     if "latency" in args.sections:
         results["latency"] = latency_section(args.device, args.repeats, args.latency_presets)
     if "inference" in args.sections:
-        from modeling_grefel.modeling_grefel import has_native_bf16
+        from modeling_grefel.inference_grefel import has_native_bf16
 
         results["machine"].update(cpu=cpu_name(), native_bf16=has_native_bf16(args.device))
         results.update(inference_section(args))

@@ -10,7 +10,7 @@ import pytest
 from face_images import ASTRONAUT_FACE, multi_face_photo, no_face_photo, one_face_photo
 
 from modeling_grefel import face_detection_grefel
-from modeling_grefel.face_detection_grefel import FaceBox, FaceDetector, largest_face_crop
+from modeling_grefel.face_detection_grefel import FaceBox, FaceDetector
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -134,18 +134,6 @@ def test_alignment_levels_the_eyes_of_a_tilted_face(astronaut, astronaut_box):
     aligned = np.asarray(aligner.crop(tilted, box).resize((64, 64)), dtype=np.float32)
     plain = np.asarray(FaceDetector().crop(tilted, box).resize((64, 64)), dtype=np.float32)
     assert np.abs(aligned - upright).mean() < 0.7 * np.abs(plain - upright).mean()
-
-
-def test_largest_face_crop_frames_the_largest_face_as_the_detector_does(detector):
-    photo, _ = multi_face_photo()
-    largest = detector.detect(photo)[0]
-    np.testing.assert_array_equal(np.asarray(largest_face_crop(photo)), np.asarray(detector.crop(photo, largest)))
-
-
-@pytest.mark.parametrize(("fallback", "size"), [("full", (600, 400)), ("center", (400, 400)), ("none", None)])
-def test_largest_face_crop_falls_back_when_there_is_no_face(fallback, size):
-    crop = largest_face_crop(no_face_photo(), fallback=fallback)
-    assert (crop.size if crop is not None else None) == size
 
 
 @pytest.mark.parametrize(

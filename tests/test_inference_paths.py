@@ -11,7 +11,7 @@ from emotionnet.previous_eager import previous_eager_forward, window_attention
 from modeling_grefel import GReFELConfig, GReFELForImageClassification
 from modeling_grefel import modeling_grefel as modeling
 from modeling_grefel.attention_grefel import GReFELWindowCrossAttention, relative_position_index
-from modeling_grefel.modeling_grefel import GReFELInt8Linear, calibration_pixel_values, has_native_bf16
+from modeling_grefel.inference_grefel import GReFELInt8Linear, calibration_pixel_values, has_native_bf16
 
 
 def make_model(seed: int = 0, **kwargs) -> GReFELForImageClassification:
