@@ -23,5 +23,6 @@ def test_latency_section_times_the_pipeline_on_a_webcam_frame_with_one_face(tmp_
     assert latency["frame_size"] == [640, 480] and latency["detector_frame_ms"] > 0
     for path in ("eager", "auto"):
         row = latency[f"tiny_{path}"]
-        assert row["frame_faces"] == 1 and row["frame_ms"] > 0 and row["photo_ms"] > 0
+        assert row["frame_faces"] == row["frame_video_detector_faces"] == 1
+        assert row["frame_ms"] > 0 and row["photo_ms"] > 0 and row["frame_video_detector_ms"] > 0
     assert latency["tiny_eager"]["chosen_path"] == "eager"

@@ -383,6 +383,8 @@ def test_stream_smooths_frames_and_reports_the_frame_rate(app_module, space_mode
         annotated, tracker, fps, text = app.stream(frame, 0.3, tracker, fps)
     assert annotated.size == (512, 512) and fps > 0
     assert "frames/s" in text and len(tracker.tracks) == 1
+    # The stream searches a 320-px copy (FaceDetector.for_video), the photo tab the pipeline's default detector.
+    assert app.stream_detector.max_side == 320 and app.loaded.pipeline.face_detector.max_side == 1024
 
 
 def test_server_explain_names_the_faces_that_exist(client):
