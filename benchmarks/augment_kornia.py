@@ -22,12 +22,12 @@ geometry into one sampling grid.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 
 from emotionnet.augment import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
+from emotionnet.timing import interleaved_median_seconds
 from emotionnet.training import AUGMENTATIONS
 
 SHAPES = ((32, 64), (16, 112))  # (batch, side): the tiny preset's and the paper's image sizes
@@ -51,20 +51,6 @@ def kornia_augment(magnitudes: dict, translate: float = 1 / 16, normalise: bool 
     if normalise:
         steps.append(K.Normalize(mean=torch.tensor(IMAGENET_MEAN), std=torch.tensor(IMAGENET_STD)))
     return K.AugmentationSequential(*steps)
-
-
-def median_seconds(calls: dict, repeats: int) -> dict:
-    """Median wall time of each `name: (function, input)`, the calls interleaved so that a busy machine slows all
-    of them alike."""
-    for function, images in calls.values():
-        function(images)  # warm-up
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, (function, images) in calls.items():
-            start = time.perf_counter()
-            function(images)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def black_share(function, side: int) -> float:
@@ -108,7 +94,9 @@ def main() -> None:
             theirs = kornia_augment(magnitudes)
             images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8)
             # kornia takes 0-1 floats; BatchAugment converts the uint8 batch itself, inside its timing.
-            seconds = median_seconds({"ours": (ours, images), "kornia": (theirs, images.float() / 255.0)}, args.repeats)
+            seconds = interleaved_median_seconds(
+                {"ours": functools.partial(ours, images), "kornia": functools.partial(theirs, images.float() / 255.0)},
+                args.repeats)
             ours_s, theirs_s = seconds["ours"], seconds["kornia"]
             print(f"| {recipe} | {batch} x 3 x {side} x {side} | {batch / ours_s:.0f} | {batch / theirs_s:.0f} | "
                   f"{ours_s / theirs_s:.2f} |")

@@ -51,7 +51,7 @@ sys.path[:] = [str(ROOT), str(ROOT / "scripts")] + [p for p in sys.path if p not
 from emotionnet.augment import BatchAugment  # noqa: E402
 from emotionnet.data import SafeImageLoader, load_fer_dataset, with_raw_images  # noqa: E402
 from emotionnet.evaluation import compute_classification_metrics  # noqa: E402
-from emotionnet.run_folder import CONFUSION_MATRIX, HISTORY, RESULTS, RunFolder  # noqa: E402
+from emotionnet.run_folder import HISTORY, RESULTS, RunFolder, write_json_atomic  # noqa: E402
 from emotionnet.synthetic import make_synthetic_faces  # noqa: E402
 from emotionnet.training import (  # noqa: E402
     AUGMENTATIONS,
@@ -238,15 +238,14 @@ def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_sche
         elapsed = time.time() - started
         run = RunFolder(folder)
         results, history = run.read(RESULTS, required=True), run.read(HISTORY, required=True)
-        matrix = np.asarray(run.read(CONFUSION_MATRIX, required=True)["matrix"], dtype=float)
-    recall = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+    recalls = [r for r in results["eval_per_class_recall"].values() if r is not None]  # as class_scores counts them
     first_half = next((h["step"] for h in history if h["eval_accuracy"] >= 0.5), None)
     return {
         "rung": "grefel_linear" if trust_schedule == "linear" else "grefel", "seed": seed,
         "accuracy": results["eval_accuracy"], "corrected_accuracy": results["eval_corrected_accuracy"],
         "balanced_accuracy": results["eval_balanced_accuracy"], "macro_f1": results["eval_macro_f1"],
         "ece": results["eval_ece"], "corrected_ece": results["eval_corrected_ece"],
-        "min_recall": float(recall.min()), "steps": results["global_step"], "first_step_at_0.5": first_half,
+        "min_recall": float(min(recalls)), "steps": results["global_step"], "first_step_at_0.5": first_half,
         "time_s": round(elapsed, 1), "train_runtime_s": results["train_runtime_s"],
         "history": [{"step": h["step"], "accuracy": h["eval_accuracy"],
                      "corrected_accuracy": h["eval_corrected_accuracy"]} for h in history],
@@ -331,7 +330,7 @@ def main(argv=None) -> dict:
               "torch_threads": torch.get_num_threads(), "rows": rows, "summary": summary,
               "date": time.strftime("%Y-%m-%d")}
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(output, report)
     print(markdown(rows, summary))
     return report
 

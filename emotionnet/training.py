@@ -223,8 +223,9 @@ def save_checkpoint(accelerator, output_dir: Path, name: str, trainer_state: dic
         output_dir: The run's output folder; checkpoints go to `output_dir/checkpoints/<name>`.
         name: `step_N` or `epoch_N` (`CHECKPOINT_PATTERN`); an existing folder of that name is replaced.
         trainer_state: Written to `trainer_state.json` in the checkpoint; its `completed_steps` orders checkpoints.
-        keep: After the new checkpoint is in place, delete the oldest others (by `checkpoint_order`) so that `keep`
-            remain, the new one always among them; None keeps every checkpoint.
+        keep: After the new checkpoint is in place, delete others so that `keep` remain, the new one always among
+            them: first those further on than the new one (left by a run resumed from an older checkpoint), then the
+            oldest (by `checkpoint_order`); None keeps every checkpoint.
 
     Rotation is ours, not Accelerate's `ProjectConfiguration(total_limit=..., automatic_checkpoint_naming=True)`.
     Read in accelerate 1.15 `Accelerator.save_state` and measured with it (2 checkpoints kept, CPU):
@@ -255,9 +256,13 @@ def save_checkpoint(accelerator, output_dir: Path, name: str, trainer_state: dic
             shutil.rmtree(final)
         os.replace(partial, final)
         if keep is not None:
-            # The new checkpoint stays even when it is not the furthest one (a run resumed from an older checkpoint).
+            # The new checkpoint always stays. Checkpoints further on than it belong to the run this one was resumed
+            # away from: they go first, else `latest` would resume the abandoned run.
             others = [path for path in list_checkpoints(output_dir) if path != final]
-            for old in others[: max(0, len(others) - (keep - 1))]:
+            steps = trainer_state.get("completed_steps", -1)
+            abandoned = [path for path in others if checkpoint_order(path)[0] > steps]
+            current = [path for path in others if path not in abandoned]
+            for old in (abandoned[::-1] + current)[: max(0, len(others) - (keep - 1))]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final

@@ -24,8 +24,6 @@ from .attention_grefel import (
     GReFELFusionViT,
     GReFELWindowCrossAttention,
     relative_position_index,
-    window_partition,
-    window_reverse,
 )
 from .backbones_grefel import GReFELIRBackbone, GReFELMobileFaceNet
 from .configuration_grefel import GReFELConfig
@@ -534,8 +532,6 @@ __all__ = [
     "GReFELHeadOutput",
     "GReFELWindowCrossAttention",
     "GReFELAnchorHead",
-    "window_partition",
-    "window_reverse",
     "INFERENCE_PATHS",
     "has_native_bf16",
     "calibration_pixel_values",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import platform
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from emotionnet.timing import interleaved_median_seconds
 from modeling_grefel import GReFELConfig, GReFELForImageClassification
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,13 +123,7 @@ def latency_section(device: str, repeats: int, presets=("tiny", "paper")) -> dic
     frame.paste(photo.crop((0, 0, 512, 480)), (64, 0))  # the top 480 rows hold the face
 
     def median_ms(call, *args, **kwargs) -> float:
-        call(*args, **kwargs)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            call(*args, **kwargs)
-            times.append(time.perf_counter() - start)
-        return 1000 * statistics.median(times)
+        return 1000 * interleaved_median_seconds({"call": lambda: call(*args, **kwargs)}, repeats)["call"]
 
     detector, video = FaceDetector(), FaceDetector.for_video()
     results = {"threads": torch.get_num_threads(), "frame_size": list(frame.size), "photo_size": list(photo.size),
@@ -339,19 +335,15 @@ def interleaved_ratios(preset: str, models: dict, inputs: torch.Tensor, batches:
     rows = []
     for batch in batches:
         x = first_batch(inputs, batch, device)
-        times = {name: [] for name in models}
-        for turn in range(repeats + 1):  # the first turn warms up
-            for name, model in models.items():
-                with previous_eager_forward() if name == "previous_eager" else contextlib.nullcontext():
-                    start = time.perf_counter()
-                    model(x)
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    if turn:
-                        times[name].append(time.perf_counter() - start)
-        previous = statistics.median(times["previous_eager"])
-        for name, seconds in times.items():
-            median = statistics.median(seconds)
+        def forward(name, model, x=x):
+            with previous_eager_forward() if name == "previous_eager" else contextlib.nullcontext():
+                model(x)
+
+        medians = interleaved_median_seconds(
+            {name: functools.partial(forward, name, model) for name, model in models.items()}, repeats,
+            torch.cuda.synchronize if device == "cuda" else None)
+        previous = medians["previous_eager"]
+        for name, median in medians.items():
             rows.append({"preset": preset, "path": name, "batch": batch, "images_per_s": batch / median,
                          "ratio_vs_previous_eager": previous / median, "calls": repeats})
         print(json.dumps(rows[-3:]), flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ from emotionnet.convert import (
     read_checkpoint,
 )
 from modeling_grefel import GReFELConfig, GReFELForImageClassification
+from tests.load_script import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -276,9 +276,7 @@ def test_cli_refuses_a_bad_file_with_a_message_and_nonzero_exit(tmp_path, files)
 
 
 def test_cli_without_sources_exits_with_usage(capsys):
-    spec = importlib.util.spec_from_file_location("convert_weights_cli", ROOT / "scripts" / "convert_weights.py")
-    convert_weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convert_weights)
+    convert_weights = load_script(ROOT / "scripts" / "convert_weights.py")
     with pytest.raises(SystemExit) as info:
         convert_weights.parse_args(["--num_labels", "7", "--output_dir", "x"])
     assert info.value.code != 0

@@ -22,6 +22,7 @@ from huggingface_hub import ModelCard, SpaceCard
 from emotionnet import run_folder
 from emotionnet.model_card import GREFEL_BIBTEX, TrainingRun, evaluation_commands
 from tests.hub_server import FakeHub
+from tests.load_script import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "push_to_hub.py"
@@ -508,19 +509,9 @@ def test_evaluation_command_names_the_dataset_as_training_took_it(tmp_path):
     ]
 
 
-def _load_script(name: str):
-    """Import scripts/<name>.py as a module (the scripts folder is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_evaluation_command_passes_the_training_seed_even_when_it_is_the_evaluation_default(tmp_path):
     """The card once left out a seed of 42, taking it for evaluate_model.py's default, which is 0."""
-    evaluate_script = _load_script("evaluate_model")
+    evaluate_script = load_script(ROOT / "scripts" / "evaluate_model.py")
     default_seed = evaluate_script.parse_args(["--model", "m", "--dataset", "d"]).seed
     run = TrainingRun(
         output_dir=tmp_path,
@@ -536,7 +527,7 @@ def test_left_out_evaluation_arguments_are_the_evaluation_scripts_defaults():
     # numbers while the defaults written in model_card.py are the ones the script's parser really has.
     from emotionnet.model_card import _EVALUATION_ARGUMENTS
 
-    defaults = _load_script("evaluate_model").parse_args(["--model", "m", "--dataset", "d"])
+    defaults = load_script(ROOT / "scripts" / "evaluate_model.py").parse_args(["--model", "m", "--dataset", "d"])
     for _, flag, default in _EVALUATION_ARGUMENTS:
         assert getattr(defaults, flag.removeprefix("--")) == default, flag
 

@@ -56,6 +56,8 @@ def test_hard_data_rungs_report_balanced_accuracy_and_calibration(tmp_path, monk
     rows = {row["rung"]: row for row in report["rows"]}
     assert set(rows) == {"trunk", "grefel_linear"}
     for row in rows.values():
-        assert row["data"] == "hard" and row["steps"] == rows["trunk"]["steps"] < 40  # the long tail has fewer images
-        assert 0.0 <= row["balanced_accuracy"] <= 1.0 and 0.0 <= row["ece"] <= 1.0
-    assert 0.0 <= rows["grefel_linear"]["corrected_ece"] <= 1.0
+        assert row["data"] == "hard" and row["steps"] == 530 // 32  # one epoch of the long-tailed images, full batches
+        # the validation split stays clean and balanced, so its accuracy is its balanced accuracy
+        assert row["balanced_accuracy"] == pytest.approx(row["accuracy"]) and 0.0 < row["ece"] < 1.0
+    linear = rows["grefel_linear"]
+    assert 0.0 < linear["corrected_ece"] < 1.0 and linear["corrected_ece"] != linear["ece"]

@@ -36,6 +36,7 @@ from emotionnet.training import (
     save_checkpoint,
 )
 from tests.fixtures_data import write_imagefolder
+from tests.load_script import load_script
 from tests.test_training import ROOT, TRAIN, results_of, run
 
 CLASSES = ("happy", "angry", "sad", "surprised", "fearful", "disgusted", "neutral", "contempt")
@@ -199,6 +200,16 @@ def test_rotation_never_deletes_the_checkpoint_just_written(accelerator, tmp_pat
     assert names(tmp_path) == ["step_150"]
 
 
+def test_rotation_after_resuming_from_an_older_checkpoint_drops_the_abandoned_later_ones_first(accelerator, tmp_path):
+    # Ordered by step alone, rotation would delete step_100 and keep step_300, and `latest` would then resume the
+    # abandoned run instead of the one that wrote step_150.
+    for name, step in (("step_100", 100), ("step_300", 300)):
+        save_at(accelerator, tmp_path, name, step, keep=None)
+    save_at(accelerator, tmp_path, "step_150", 150, keep=2)
+    assert names(tmp_path) == ["step_100", "step_150"]
+    assert resolve_checkpoint(tmp_path, "latest").name == "step_150"
+
+
 def test_without_a_limit_every_checkpoint_stays(accelerator, tmp_path):
     for step in (1, 2, 3, 4):
         save_at(accelerator, tmp_path, f"step_{step}", step, keep=None)
@@ -232,11 +243,7 @@ def test_a_keep_below_one_is_refused(accelerator, tmp_path):
 
 
 def test_checkpoints_total_limit_zero_keeps_all_and_a_negative_one_is_refused(capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_train_script", TRAIN)  # scripts/ is not a package
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script(TRAIN)
     assert train.parse_args(["--checkpoints_total_limit", "0"]).checkpoints_total_limit == 0
     with pytest.raises(SystemExit):
         train.parse_args(["--checkpoints_total_limit", "-1"])

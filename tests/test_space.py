@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -25,6 +24,7 @@ import pytest
 import torch
 
 from emotionnet.run_folder import RESULTS
+from tests.load_script import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "space"
@@ -36,11 +36,7 @@ def _import_space_module(name: str):
     """Import space/<name>.py as the Space itself would (its folder first on sys.path)."""
     if str(SPACE) not in sys.path:
         sys.path.insert(0, str(SPACE))
-    spec = importlib.util.spec_from_file_location(f"space_{name}", SPACE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SPACE / f"{name}.py", f"space_{name}")
 
 
 def copy_with_results(model_dir: Path, folder: Path) -> Path:
