@@ -18,6 +18,8 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
   5% warm-up and cosine; it logs the training loss and batch accuracy every 10 steps and reports the first step at
   which the 20-step running mean of the loss falls below 0.9 ln(C) (the chance plateau is ln C), then the validation
   accuracy at the end. The question it answers: do the fixes carry to the size people train on GPUs?
+- `paper_control` (not in the default set, a minute or two): GReFEL-tiny, which learns, through the `paper` rung's
+  loop with the same steps and batch: whether that budget is enough images for this task to leave the plateau at all.
 
 `--data hard` trains every rung on a long-tailed (10:1) synthetic split with 20% symmetric label noise in train
 (`make_synthetic_faces(imbalance=10, label_noise=0.2)`; validation balanced and clean) and writes
@@ -63,7 +65,7 @@ from emotionnet.training import (  # noqa: E402
 )
 from modeling_grefel import GReFELConfig, GReFELImageProcessor, GReFELModel  # noqa: E402
 
-RUNGS = ("cnn", "trunk", "grefel", "grefel_linear", "paper")
+RUNGS = ("cnn", "trunk", "grefel", "grefel_linear", "paper", "paper_control")
 DEFAULT_RUNGS = ("cnn", "trunk", "grefel")
 # Training data of each `--data` choice: the default synthetic split, or a long-tailed (10:1) one with 20% symmetric
 # label noise in train (validation stays balanced and clean), where GReFEL's anchors and reliability balancing are
@@ -167,15 +169,18 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic") 
             "time_s": round(time.time() - started, 1), "history": history}
 
 
-def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, config: GReFELConfig | None = None,
+def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: str = "paper",
                 dataset: str = "synthetic") -> dict:
-    """The paper-size network at 112 px (or `config`) through the same data path: does it leave the ln(C) plateau?"""
+    """The paper-size network at 112 px (`preset="tiny"`: the tiny one at 64 px, the control) through the same data
+    path: does it leave the ln(C) plateau?"""
     from modeling_grefel import GReFELForImageClassification
 
     torch.manual_seed(seed)
     data = load_data(dataset)
     names = data["train"].features["label"].names
-    config = config or GReFELConfig(image_size=112, num_labels=len(names))
+    rung = "paper" if preset == "paper" else "paper_control"
+    config = (GReFELConfig(image_size=112, num_labels=len(names)) if preset == "paper"
+              else GReFELConfig.tiny(num_labels=len(names)))
     config.label_smoothing, config.trust_schedule = recipe["smoothing"], recipe["trust_schedule"]
     processor = GReFELImageProcessor.from_config(config)
     model = GReFELForImageClassification(config)
@@ -220,7 +225,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, config: GR
             probs.append(model(pixel_values=batch["pixel_values"]).logits.softmax(-1))
             labels.append(batch["labels"])
     scores = class_scores(torch.cat(probs).numpy(), torch.cat(labels).numpy(), names)
-    return {"rung": "paper", "seed": seed, **scores, "steps": steps, "batch_size": batch_size, "lr": recipe["lr"],
+    return {"rung": rung, "seed": seed, **scores, "steps": steps, "batch_size": batch_size, "lr": recipe["lr"],
             "first_step_at_0.5": None, "left_plateau_at_step": left_plateau, "time_s": round(time.time() - started, 1),
             "loss_curve": curve}
 
@@ -317,9 +322,10 @@ def main(argv=None) -> dict:
             for seed in args.seeds:
                 if rung in ("grefel", "grefel_linear"):
                     row = train_grefel(seed, recipe, dataset, "linear" if rung == "grefel_linear" else None)
-                elif rung == "paper":
+                elif rung in ("paper", "paper_control"):
                     paper_recipe = {**recipe, "lr": args.paper_lr or recipe["lr"]}
-                    row = train_paper(seed, paper_recipe, args.paper_steps, args.paper_batch, dataset=dataset)
+                    preset = "tiny" if rung == "paper_control" else "paper"
+                    row = train_paper(seed, paper_recipe, args.paper_steps, args.paper_batch, preset, dataset)
                 else:
                     row = train_plain(rung, seed, recipe, dataset)
                 row["data"] = args.data

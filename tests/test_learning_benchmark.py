@@ -33,10 +33,8 @@ def test_plateau_rung_logs_a_loss_curve(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import learning
 
-    from modeling_grefel import GReFELConfig
-
-    row = learning.train_paper(0, dict(learning.RECIPES["synthetic"]), steps=20, batch_size=8,
-                               config=GReFELConfig.tiny())
+    row = learning.train_paper(0, dict(learning.RECIPES["synthetic"]), steps=20, batch_size=8, preset="tiny")
+    assert row["rung"] == "paper_control"
     assert [point["step"] for point in row["loss_curve"]] == [10, 20]
     assert all(point["classification_loss"] > 0 and 0 <= point["batch_accuracy"] <= 1 for point in row["loss_curve"])
     assert row["left_plateau_at_step"] in (None, 20)  # a 20-step running mean exists from step 20 on
