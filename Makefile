@@ -2,7 +2,7 @@
 # also installs the browser its browser test drives).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= train,space,dev
+EXTRAS ?= train,space,dev,onnx
 
 .PHONY: setup browser demo space test lint
 setup: $(VENV)/.installed

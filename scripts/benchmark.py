@@ -10,7 +10,8 @@ Sections:
             backward and an Adam step, median of timed steps after warm-up.
   latency   latency of the face pipeline (detection + classification; eager and `auto`) for the tiny and paper-size
             models on the 512x512 example photo and a 640x480 frame with one face, and of the detector alone.
-  inference the inference paths (`optimize_for_inference`) of the tiny and paper-size models at batches 1, 16 (and
+  inference the inference paths (`optimize_for_inference`, and ONNX Runtime fp32 and static int8 where onnxruntime
+            is installed: emotionnet/onnx_export.py) of the tiny and paper-size models at batches 1, 16 (and
             64 for tiny): images/s, latency p50/p90, peak RSS, achieved GFLOP/s and top-1 agreement with eager fp32 on
             256+ varied inputs (synthetic faces and crops of the bundled example photos); beside them the machine's
             fp32/bf16/int8 matrix-product rates, training-step throughput, and the data pipeline alone (decode +
@@ -29,6 +30,7 @@ import io
 import json
 import platform
 import statistics
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -282,12 +284,21 @@ def inference_rows(preset: str, batches: list[int], repeats: int, count: int, de
     inputs = varied_inputs(config, count)
     gflop = forward_gflops(fresh, config, device)
     reference = predictions(fresh, inputs.to(device))
+    scratch, onnx = tempfile.TemporaryDirectory(), {}
 
     def build(path):
         model = GReFELForImageClassification(config).eval().to(device)
         model.load_state_dict(state)
         if path in ("previous_eager", "eager"):
             return model
+        if path.startswith("onnx_"):  # one export (and int8 calibration) serves both ONNX Runtime paths
+            from emotionnet.onnx_export import OnnxImageClassifier, export_for_onnx_runtime, onnx_session
+            from modeling_grefel import GReFELImageProcessor
+
+            if not onnx:
+                onnx.update(export_for_onnx_runtime(model, GReFELImageProcessor.from_config(config), scratch.name,
+                                                    int8="onnx_int8" in paths))
+            return OnnxImageClassifier(onnx_session(onnx["paths"][path]))
         return model.optimize_for_inference(path)
 
     rows, auto, agreements, kept = [], None, {"eager": (1.0, count)}, {}
@@ -316,20 +327,22 @@ def inference_rows(preset: str, batches: list[int], repeats: int, count: int, de
                     row["auto_chose"] = model.inference_path
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-        if path in ("eager", "auto"):
+        if path in ("eager", "auto") or path.startswith("onnx_"):
             kept[path] = model
         del model
     kept["previous_eager"] = kept["eager"]
     interleaved = interleaved_ratios(preset, kept, inputs, batches, interleaved_repeats, device)
+    scratch.cleanup()
+    onnx_seconds = {name: seconds for name, seconds in onnx.items() if name != "paths"}
     return rows, {"preset": preset, "forward_gflop_per_image": gflop, "inputs": count, "auto": auto,
-                  "interleaved": interleaved}
+                  "interleaved": interleaved, **({"onnx": onnx_seconds} if onnx else {})}
 
 
 @torch.no_grad()
 def interleaved_ratios(preset: str, models: dict, inputs: torch.Tensor, batches: list[int], repeats: int,
                        device: str) -> list[dict]:
-    """previous eager, eager and auto timed in turn, call after call, so that load from other processes on a shared
-    machine falls on all three alike; the rows above time one path after another and drift with that load."""
+    """previous eager, eager, auto (and the ONNX Runtime paths) timed in turn, call after call, so that load from other
+    processes on a shared machine falls on all alike; the rows above time one path after another and drift with it."""
     from emotionnet.previous_eager import previous_eager_forward
 
     rows = []
@@ -345,8 +358,9 @@ def interleaved_ratios(preset: str, models: dict, inputs: torch.Tensor, batches:
         previous = medians["previous_eager"]
         for name, median in medians.items():
             rows.append({"preset": preset, "path": name, "batch": batch, "images_per_s": batch / median,
-                         "ratio_vs_previous_eager": previous / median, "calls": repeats})
-        print(json.dumps(rows[-3:]), flush=True)
+                         "ratio_vs_previous_eager": previous / median, "ratio_vs_eager": medians["eager"] / median,
+                         "calls": repeats})
+        print(json.dumps(rows[-len(medians):]), flush=True)
     return rows
 
 
@@ -395,6 +409,16 @@ def data_pipeline(image_size: int, source_side: int, count: int, device: str) ->
 
 def inference_section(args) -> dict:
     paths = ["previous_eager", "eager", "bf16", "int8", "auto"] + (["compile"] if args.compile else [])
+    if args.device != "cpu":
+        print(f"Skipping onnx_fp32 and onnx_int8: they run on ONNX Runtime's CPU provider; --device is {args.device}.")
+    else:
+        from emotionnet.onnx_export import require_onnxruntime
+
+        try:
+            require_onnxruntime()
+            paths += ["onnx_fp32", "onnx_int8"]
+        except ImportError as err:
+            print(f"Skipping onnx_fp32 and onnx_int8: {err}", flush=True)
     rows, details = [], []
     batches_of = {"tiny": [1, 16, 64], "paper": args.paper_batches}
     for preset in args.inference_presets:

@@ -29,7 +29,7 @@ def test_learning_benchmark_reports_each_rung(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_plateau_rung_logs_a_loss_curve(monkeypatch):
-    """The `paper` rung's loop (run here on the tiny network: the paper size takes ~20 min) logs what README shows."""
+    """The `paper` rung's loop (run here on the tiny network, as `paper_control`) logs what README shows."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import learning
 
