@@ -419,6 +419,8 @@ def inference_section(args) -> dict:
             paths += ["onnx_fp32", "onnx_int8"]
         except ImportError as err:
             print(f"Skipping onnx_fp32 and onnx_int8: {err}", flush=True)
+    if args.inference_paths:  # the two eager paths stay: every ratio is taken against them
+        paths = [path for path in paths if path in ("previous_eager", "eager") or path in args.inference_paths]
     rows, details = [], []
     batches_of = {"tiny": [1, 16, 64], "paper": args.paper_batches}
     for preset in args.inference_presets:
@@ -467,6 +469,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--latency_presets", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
     parser.add_argument("--inference_presets", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
     parser.add_argument("--compile", action="store_true", help="Also time the torch.compile path (minutes).")
+    parser.add_argument("--inference_paths", nargs="+", default=None,
+                        choices=["bf16", "int8", "auto", "compile", "onnx_fp32", "onnx_int8"],
+                        help="Time only these paths beside previous_eager and eager (default: all that apply).")
     parser.add_argument("--output", default="benchmarks/results.json")
     args = parser.parse_args(argv)
 

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py's latency section runs and reports the webcam-frame figure issue 11 asks for."""
+"""scripts/benchmark.py's latency and inference sections run and report the figures issue 11 asks for."""
 
 from __future__ import annotations
 
@@ -27,6 +27,25 @@ def test_latency_section_times_the_pipeline_on_a_webcam_frame_with_one_face(tmp_
         assert row["frame_ms"] > 0 and row["photo_ms"] > 0 and row["frame_video_detector_ms"] > 0
     assert latency["tiny_eager"]["chosen_path"] == "eager"
 
+
+
+def test_inference_section_reports_the_onnx_int8_path_beside_eager(tmp_path):
+    pytest.importorskip("onnxruntime")
+    output = tmp_path / "inference.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--sections", "inference",
+                           "--inference_presets", "tiny", "--inference_paths", "onnx_int8", "--inference_repeats", "1",
+                           "--interleaved_repeats", "1", "--agreement_inputs", "16", "--steps", "2",
+                           "--output", str(output)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    rows = {(row["path"], row["batch"]): row for row in report["inference"]}
+    assert set(rows) == {(path, batch) for path in ("previous_eager", "eager", "onnx_int8") for batch in (1, 16, 64)}
+    for batch in (1, 16, 64):
+        int8 = rows[("onnx_int8", batch)]
+        assert int8["images_per_s"] > 0 and int8["agreement_inputs"] == 16 and 0.0 <= int8["top1_agreement"] <= 1.0
+    details = report["inference_details"][0]
+    assert details["onnx"]["export_s"] > 0 and details["onnx"]["quantize_s"] > 0
+    assert {row["path"] for row in details["interleaved"]} == {"previous_eager", "eager", "onnx_int8"}
 
 def test_interleaved_medians_time_each_call_in_turn_after_one_warm_up_turn(monkeypatch):
     from emotionnet import timing
