@@ -145,7 +145,7 @@ class FaceDetector:
         """A detector for webcam frames: searches a 320-px copy in coarser steps (scale factor 1.2).
 
         Measured on a 640x480 frame with one face (`python scripts/benchmark.py --sections latency`, one thread, AMD
-        EPYC, 2026-12-02, `benchmarks/latency.json`): 27 ms against 130 ms for the defaults, the same face found; faces under ~36 px in a 640-px
+        EPYC, 2026-12-02, `benchmarks/latency.json`): 23 ms against 124 ms for the defaults, the same face found; faces under ~36 px in a 640-px
         frame are missed. Keyword arguments override these settings.
         """
         return cls(**{"max_side": 320, "scale_factor": 1.2, **kwargs})
