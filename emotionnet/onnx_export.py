@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from modeling_grefel.inference_grefel import cpu_flags
+
 INSTALL_HINT = "pip install 'emotionnet[onnx]'"
 MODEL_FILE = "model.onnx"
 INT8_MODEL_FILE = "model_int8.onnx"
@@ -200,10 +202,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_pixe
 def _has_vnni() -> bool:
     """Whether this x86 CPU has the 8-bit dot-product instruction (AVX512-VNNI or AVX-VNNI); True off x86 (no
     `flags` line), where no 7-bit weight range is needed either."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
-    except OSError:  # not Linux: assume a recent CPU
+    flags = cpu_flags()
+    if flags is None:  # not Linux: assume a recent CPU
         return True
     return "avx512_vnni" in flags or "avx_vnni" in flags or not flags
 

@@ -28,12 +28,17 @@ def has_native_bf16(device: str | torch.device = "cpu") -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
+    flags = cpu_flags()  # not Linux (None): no cheap way to tell, so no bf16
+    return flags is not None and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def cpu_flags() -> list[str] | None:
+    """The CPU feature flags of /proc/cpuinfo (empty where it has no `flags` line, e.g. ARM); None off Linux."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
-    except OSError:  # not Linux: no cheap way to tell, so no bf16
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+            return next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return None
 
 
 def calibration_pixel_values(config: GReFELConfig, batch: int = 8, seed: int = 0) -> torch.Tensor:

@@ -408,7 +408,8 @@ def data_pipeline(image_size: int, source_side: int, count: int, device: str) ->
 
 
 def inference_section(args) -> dict:
-    paths = ["previous_eager", "eager", "bf16", "int8", "auto"] + (["compile"] if args.compile else [])
+    compile_path = args.compile or "compile" in (args.inference_paths or [])
+    paths = ["previous_eager", "eager", "bf16", "int8", "auto"] + (["compile"] if compile_path else [])
     if args.device != "cpu":
         print(f"Skipping onnx_fp32 and onnx_int8: they run on ONNX Runtime's CPU provider; --device is {args.device}.")
     else:
