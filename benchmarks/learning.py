@@ -171,10 +171,17 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic") 
 
 
 def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: str = "paper",
-                dataset: str = "synthetic") -> dict:
+                dataset: str = "synthetic", precision: str = "fp32") -> dict:
     """The paper-size network at 112 px (`preset="tiny"`: the tiny one at 64 px, the control) through the same data
-    path: does it leave the ln(C) plateau?"""
+    path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under CPU bf16 autocast (weights,
+    gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the CPU has native
+    bf16, where it runs the paper-size step ~2.2x faster."""
     from modeling_grefel import GReFELForImageClassification
+    from modeling_grefel.inference_grefel import has_native_bf16
+
+    if precision == "bf16" and not has_native_bf16("cpu"):
+        raise SystemExit("--paper_precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where PyTorch "
+                         "emulates it ~300x slower than fp32; use --paper_precision fp32.")
 
     torch.manual_seed(seed)
     data = load_data(dataset)
@@ -201,7 +208,8 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     while step < steps:
         for batch in train_loader:
             model.set_trust(step, steps)
-            out = model(pixel_values=augment(batch["images"]), labels=batch["labels"])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = model(pixel_values=augment(batch["images"]), labels=batch["labels"])
             optimizer.zero_grad()
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -227,6 +235,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
             labels.append(batch["labels"])
     scores = class_scores(torch.cat(probs).numpy(), torch.cat(labels).numpy(), names)
     return {"rung": rung, "seed": seed, **scores, "steps": steps, "batch_size": batch_size, "lr": recipe["lr"],
+            "precision": precision,
             "first_step_at_0.5": None, "left_plateau_at_step": left_plateau, "time_s": round(time.time() - started, 1),
             "loss_curve": curve}
 
@@ -314,6 +323,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--paper_lr", type=float, default=None,
                         help="Peak lr of the `paper` rung; default the synthetic recipe's (1e-3). The dataset recipes "
                              "train the paper size at 1e-4 (FERPlus) and 3e-4 (RAF-DB, FER2013).")
+    parser.add_argument("--paper_precision", choices=("fp32", "bf16"), default="fp32",
+                        help="Training precision of the `paper` and `paper_control` rungs: bf16 autocast runs the "
+                             "paper-size step ~2.2x faster on a CPU with native bf16 (refused where it is emulated).")
     args = parser.parse_args(argv)
     recipe = dict(RECIPES["synthetic"])
     recipe["num_epochs"] = args.num_epochs or recipe["num_epochs"]
@@ -329,7 +341,8 @@ def main(argv=None) -> dict:
                 elif rung in ("paper", "paper_control"):
                     paper_recipe = {**recipe, "lr": args.paper_lr or recipe["lr"]}
                     preset = "tiny" if rung == "paper_control" else "paper"
-                    row = train_paper(seed, paper_recipe, args.paper_steps, args.paper_batch, preset, dataset)
+                    row = train_paper(seed, paper_recipe, args.paper_steps, args.paper_batch, preset, dataset,
+                                      args.paper_precision)
                 else:
                     row = train_plain(rung, seed, recipe, dataset)
                 row["data"] = args.data
