@@ -269,6 +269,10 @@ class GReFELModel(GReFELPreTrainedModel):
         interpolation = config.backbone_interpolation
         align = {} if interpolation in ("nearest", "area") else {"align_corners": False}
         x = F.interpolate(pixel_values, size=(size, size), mode=interpolation, **align)
+        if x.device.type == "cpu":
+            # oneDNN's convolutions run faster on channels-last maps, which then propagate through both backbones:
+            # GReFEL-tiny's CPU training step took ~0.87x the time (torch 2.13, one thread, issue 9).
+            x = x.contiguous(memory_format=torch.channels_last)
 
         image_maps = [conv(m) for conv, m in zip(self.downsample, self.ir_back(x))]  # (B, C_i, side_i, side_i)
         queries = self.landmark_features(x) or (None, None, None)
