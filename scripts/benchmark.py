@@ -12,7 +12,8 @@ Sections:
             models on the 512x512 example photo and a 640x480 frame with one face, and of the detector alone.
   inference the inference paths (`optimize_for_inference`, and ONNX Runtime fp32 and static int8 where onnxruntime
             is installed: emotionnet/onnx_export.py) of the tiny and paper-size models at batches 1, 16 (and
-            64 for tiny): images/s, latency p50/p90, peak RSS, achieved GFLOP/s and top-1 agreement with eager fp32 on
+            64 for tiny): images/s, latency p50/p90, peak RSS (of the benchmark's process, and of a fresh process
+            serving that path alone), achieved GFLOP/s and top-1 agreement with eager fp32 on
             256+ varied inputs (synthetic faces and crops of the bundled example photos); beside them the machine's
             fp32/bf16/int8 matrix-product rates, training-step throughput, and the data pipeline alone (decode +
             augment). Ratios are against `previous_eager`, the eager forward before issue 11, measured in the same
@@ -30,6 +31,8 @@ import io
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -80,7 +83,10 @@ def size_section(device: str) -> dict:
     return result
 
 
-def train_throughput(preset: str, batch_size: int, device: str, steps: int, warmup: int) -> dict:
+def train_throughput(preset: str, batch_size: int, device: str, steps: int, warmup: int,
+                     precision: str = "fp32") -> dict:
+    """Median training step (augmentation, forward, backward, Adam); `precision="bf16"`: forward and loss under bf16
+    autocast, as `train.py --mixed_precision bf16` runs them (weights, gradients and Adam stay fp32)."""
     from emotionnet.augment import BatchAugment
 
     torch.manual_seed(0)
@@ -97,7 +103,8 @@ def train_throughput(preset: str, batch_size: int, device: str, steps: int, warm
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss = model(pixel_values=augment(images), labels=labels).loss
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(pixel_values=augment(images), labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -107,7 +114,7 @@ def train_throughput(preset: str, batch_size: int, device: str, steps: int, warm
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return {"preset": preset, "batch_size": batch_size, "image_size": config.image_size, "steps": steps,
-            "median_step_s": median, "images_per_s": batch_size / median}
+            "precision": precision, "median_step_s": median, "images_per_s": batch_size / median}
 
 
 def latency_section(device: str, repeats: int, presets=("tiny", "paper")) -> dict:
@@ -232,6 +239,49 @@ def varied_inputs(config, count: int) -> torch.Tensor:
     return processor(images, return_tensors="pt")["pixel_values"]  # (count, 3, S, S)
 
 
+def build_path_model(config, path: str, device: str, state: dict | None = None, onnx_file: str | None = None):
+    """`config`'s model on inference `path` (random weights, or `state`); the ONNX Runtime paths serve `onnx_file`."""
+    if path.startswith("onnx_"):
+        from emotionnet.onnx_export import OnnxImageClassifier, onnx_session
+
+        return OnnxImageClassifier(onnx_session(onnx_file))
+    model = GReFELForImageClassification(config).eval().to(device)
+    if state is not None:
+        model.load_state_dict(state)
+    return model if path in ("previous_eager", "eager") else model.optimize_for_inference(path)
+
+
+def rss_probe(preset: str, path: str, batches: list[int], device: str, onnx_file: str | None) -> dict:
+    """In this (fresh) process: build `preset` on `path`, run two forwards of each batch in ascending order, and
+    report the peak RSS after each batch (memory a smaller batch freed is reused by the next one)."""
+    import resource
+
+    from emotionnet.previous_eager import previous_eager_forward
+
+    torch.manual_seed(0)
+    config = getattr(GReFELConfig, preset)(num_labels=7)
+    model = build_path_model(config, path, device, onnx_file=onnx_file)
+    peaks = {}
+    for batch in sorted(batches):
+        x = torch.randn(batch, config.num_channels, config.image_size, config.image_size, device=device)
+        with torch.no_grad(), previous_eager_forward() if path == "previous_eager" else contextlib.nullcontext():
+            model(x)
+            model(x)
+        peaks[batch] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return {"preset": preset, "path": path, "peak_rss_mb": peaks}
+
+
+def peak_rss_alone(preset: str, path: str, batches: list[int], device: str, onnx_file: str | None = None) -> dict:
+    """{batch: peak RSS (MB)} of a fresh Python process that imports torch, builds the model on `path` and runs the
+    batches: what serving that path alone costs, where the benchmark's own process holds several models at once."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--rss_probe", preset, path,
+               ",".join(map(str, batches)), "--device", device] + (["--rss_probe_onnx", onnx_file] if onnx_file else [])
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"peak-RSS probe {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return {int(batch): mb for batch, mb in json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"].items()}
+
+
 @torch.no_grad()
 def predictions(model, inputs: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     return torch.cat([model(inputs[i : i + chunk]).logits.argmax(-1) for i in range(0, len(inputs), chunk)])
@@ -272,7 +322,7 @@ def forward_gflops(model, config, device: str) -> float:
 
 
 def inference_rows(preset: str, batches: list[int], repeats: int, count: int, device: str, paths: list[str],
-                   interleaved_repeats: int) -> tuple:
+                   interleaved_repeats: int, isolated_rss: bool = True) -> tuple:
     """One row per (path, batch) for `preset`, plus what `auto` chose and measured."""
     from emotionnet.previous_eager import previous_eager_forward
     from modeling_grefel.inference_grefel import has_native_bf16
@@ -287,19 +337,16 @@ def inference_rows(preset: str, batches: list[int], repeats: int, count: int, de
     scratch, onnx = tempfile.TemporaryDirectory(), {}
 
     def build(path):
-        model = GReFELForImageClassification(config).eval().to(device)
-        model.load_state_dict(state)
-        if path in ("previous_eager", "eager"):
-            return model
-        if path.startswith("onnx_"):  # one export (and int8 calibration) serves both ONNX Runtime paths
-            from emotionnet.onnx_export import OnnxImageClassifier, export_for_onnx_runtime, onnx_session
+        if path.startswith("onnx_") and not onnx:  # one export (and int8 calibration) serves both ONNX Runtime paths
+            from emotionnet.onnx_export import export_for_onnx_runtime
             from modeling_grefel import GReFELImageProcessor
 
-            if not onnx:
-                onnx.update(export_for_onnx_runtime(model, GReFELImageProcessor.from_config(config), scratch.name,
-                                                    int8="onnx_int8" in paths))
-            return OnnxImageClassifier(onnx_session(onnx["paths"][path]))
-        return model.optimize_for_inference(path)
+            onnx.update(export_for_onnx_runtime(fresh, GReFELImageProcessor.from_config(config), scratch.name,
+                                                int8="onnx_int8" in paths))
+        return build_path_model(config, path, device, state, onnx_file=onnx_file(path))
+
+    def onnx_file(path):
+        return str(onnx["paths"][path]) if path.startswith("onnx_") else None
 
     rows, auto, agreements, kept = [], None, {"eager": (1.0, count)}, {}
     for path in paths:
@@ -318,10 +365,13 @@ def inference_rows(preset: str, batches: list[int], repeats: int, count: int, de
                 subset = inputs[:64] if path == "previous_eager" else inputs
                 agreement = (predictions(model, subset.to(device)) == reference[: len(subset)]).float().mean().item()
                 checked = agreements[path] = (agreement, len(subset))
+            alone = peak_rss_alone(preset, path, batches, device, onnx_file(path)) if isolated_rss else {}
             for batch in batches:
                 row = {"preset": preset, "path": path, "batch": batch,
                        **time_batches(model, inputs, batch, repeats, device), "top1_agreement": checked[0],
                        "agreement_inputs": checked[1]}
+                if alone:
+                    row["peak_rss_mb_alone"] = alone[batch]
                 row["achieved_gflops"] = row["images_per_s"] * gflop
                 if path == "auto":
                     row["auto_chose"] = model.inference_path
@@ -365,15 +415,23 @@ def interleaved_ratios(preset: str, models: dict, inputs: torch.Tensor, batches:
 
 
 def train_step_comparison(preset: str, batch_size: int, device: str, steps: int) -> dict:
-    """Training-step throughput of the lean forward and of the previous eager forward, same run."""
+    """Training-step throughput of the lean forward in fp32 and (where bf16 is native) under bf16 autocast, and of the
+    previous eager forward in fp32, same run."""
     from emotionnet.previous_eager import previous_eager_forward
+    from modeling_grefel.inference_grefel import has_native_bf16
 
     lean = train_throughput(preset, batch_size, device, steps, warmup=1)
     with previous_eager_forward():
         previous = train_throughput(preset, batch_size, device, steps, warmup=1)
-    return {"preset": preset, "batch_size": batch_size, "images_per_s": lean["images_per_s"],
-            "previous_eager_images_per_s": previous["images_per_s"],
-            "ratio_vs_previous_eager": lean["images_per_s"] / previous["images_per_s"]}
+    row = {"preset": preset, "batch_size": batch_size, "images_per_s": lean["images_per_s"],
+           "previous_eager_images_per_s": previous["images_per_s"],
+           "ratio_vs_previous_eager": lean["images_per_s"] / previous["images_per_s"]}
+    if has_native_bf16(device):
+        bf16 = train_throughput(preset, batch_size, device, steps, warmup=1, precision="bf16")
+        row.update(bf16_images_per_s=bf16["images_per_s"],
+                   bf16_ratio_vs_previous_eager=bf16["images_per_s"] / previous["images_per_s"])
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def data_pipeline(image_size: int, source_side: int, count: int, device: str) -> dict:
@@ -427,7 +485,7 @@ def inference_section(args) -> dict:
     for preset in args.inference_presets:
         batches = batches_of[preset]
         preset_rows, detail = inference_rows(preset, batches, args.inference_repeats, args.agreement_inputs,
-                                             args.device, paths, args.interleaved_repeats)
+                                             args.device, paths, args.interleaved_repeats, not args.no_isolated_rss)
         rows += preset_rows
         details.append(detail)
     previous = {(r["preset"], r["batch"]): r["images_per_s"] for r in rows if r["path"] == "previous_eager"}
@@ -473,8 +531,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--inference_paths", nargs="+", default=None,
                         choices=["bf16", "int8", "auto", "compile", "onnx_fp32", "onnx_int8"],
                         help="Time only these paths beside previous_eager and eager (default: all that apply).")
+    parser.add_argument("--no_isolated_rss", action="store_true",
+                        help="Skip the fresh process per inference row that measures each path's peak RSS alone.")
     parser.add_argument("--output", default="benchmarks/results.json")
+    parser.add_argument("--rss_probe", nargs=3, metavar=("PRESET", "PATH", "BATCHES"), help=argparse.SUPPRESS)
+    parser.add_argument("--rss_probe_onnx", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rss_probe:  # the child process of peak_rss_alone
+        preset, path, batches = args.rss_probe
+        report = rss_probe(preset, path, [int(b) for b in batches.split(",")], args.device, args.rss_probe_onnx)
+        print(json.dumps(report))
+        return report
 
     results = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "torch": torch.__version__, "device": args.device, "threads": torch.get_num_threads(),

@@ -65,6 +65,7 @@ from emotionnet.training import (
 )
 from modeling_grefel import GReFELImageProcessor
 from modeling_grefel.configuration_grefel import TRUST_SCHEDULES
+from modeling_grefel.inference_grefel import has_native_bf16
 
 logger = get_logger(__name__)
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "corrected_accuracy", "corrected_balanced_accuracy",
@@ -169,6 +170,9 @@ def main(argv=None) -> dict:
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not has_native_bf16("cpu"):
+        raise SystemExit("--mixed_precision bf16 on this CPU: it has no native bf16 (AVX512-BF16 or AMX), where PyTorch "
+                         "emulates bf16 many times slower than fp32; train with --mixed_precision no.")
     set_seed(args.seed)
     run_folder = RunFolder(output_dir)
     if args.resume_from_checkpoint and run_folder.is_finished():

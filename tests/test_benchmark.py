@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from modeling_grefel.inference_grefel import has_native_bf16
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,9 +45,14 @@ def test_inference_section_reports_the_onnx_int8_path_beside_eager(tmp_path):
     for batch in (1, 16, 64):
         int8 = rows[("onnx_int8", batch)]
         assert int8["images_per_s"] > 0 and int8["agreement_inputs"] == 16 and 0.0 <= int8["top1_agreement"] <= 1.0
+    for row in rows.values():  # a fresh process per row: torch alone is ~300 MB resident, the tiny model little more
+        assert 200 < row["peak_rss_mb_alone"] < 4000
     details = report["inference_details"][0]
     assert details["onnx"]["export_s"] > 0 and details["onnx"]["quantize_s"] > 0
     assert {row["path"] for row in details["interleaved"]} == {"previous_eager", "eager", "onnx_int8"}
+    step = report["train_step"][0]
+    assert step["images_per_s"] > 0 and step["previous_eager_images_per_s"] > 0
+    assert ("bf16_images_per_s" in step) == has_native_bf16("cpu")  # bf16 autocast only where it is native
 
 def test_interleaved_medians_time_each_call_in_turn_after_one_warm_up_turn(monkeypatch):
     from emotionnet import timing

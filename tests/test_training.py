@@ -21,6 +21,7 @@ from emotionnet.run_folder import (
     TRAINING_CONFIG,
 )
 from emotionnet.training import lr_factor
+from modeling_grefel.inference_grefel import has_native_bf16
 from tests.fixtures_data import write_imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,3 +243,21 @@ def test_help_shows_the_default_of_every_recipe_flag_per_recipe():
                         ("--trust_schedule", "fer2013 linear, ferplus linear, rafdb linear, synthetic none"),
                         ("--num_epochs", "fer2013 1000, ferplus 100, rafdb 1000, synthetic 20")):
         assert f"Default per recipe: {shown}." in text.split(f" {flag} ", 1)[1], flag
+
+
+def test_bf16_training_is_refused_where_the_cpu_emulates_it(monkeypatch, tmp_path):
+    from tests.load_script import load_script
+
+    train = load_script(TRAIN)
+    monkeypatch.setattr(train, "has_native_bf16", lambda device="cpu": False)
+    with pytest.raises(SystemExit, match="--mixed_precision bf16 on this CPU.*--mixed_precision no"):
+        train.main(QUICK + ["--cpu", "--mixed_precision", "bf16", "--output_dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before writing anything
+
+
+@pytest.mark.skipif(not has_native_bf16("cpu"), reason="bf16 autocast training is only offered on a CPU with native bf16")
+def test_bf16_training_runs_on_a_cpu_with_native_bf16(tmp_path):
+    run(QUICK + ["--num_epochs", "1", "--max_train_samples", "64", "--max_eval_samples", "32", "--mixed_precision",
+                 "bf16", "--output_dir", str(tmp_path)])
+    results = results_of(tmp_path)
+    assert results["global_step"] == 4 and 0.0 <= results["eval_accuracy"] <= 1.0
