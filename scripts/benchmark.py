@@ -10,8 +10,8 @@ Sections:
             backward and an Adam step, median of timed steps after warm-up.
   latency   latency of the face pipeline (detection + classification; eager and `auto`) for the tiny and paper-size
             models on the 512x512 example photo and a 640x480 frame with one face, and of the detector alone.
-  inference the inference paths (`optimize_for_inference`, and ONNX Runtime fp32 and static int8 where onnxruntime
-            is installed: emotionnet/onnx_export.py) of the tiny and paper-size models at batches 1, 16 (and
+  inference the inference paths (`optimize_for_inference`, and ONNX Runtime fp32 and static int8, every multiply-add
+            operator or the convolutions only, where onnxruntime is installed: emotionnet/onnx_export.py) of the tiny and paper-size models at batches 1, 16 (and
             64 for tiny): images/s, latency p50/p90, peak RSS (of the benchmark's process, and of a fresh process
             serving that path alone), achieved GFLOP/s and top-1 agreement with eager fp32 on
             256+ varied inputs (synthetic faces and crops of the bundled example photos); beside them the machine's
@@ -337,12 +337,14 @@ def inference_rows(preset: str, batches: list[int], repeats: int, count: int, de
     scratch, onnx = tempfile.TemporaryDirectory(), {}
 
     def build(path):
-        if path.startswith("onnx_") and not onnx:  # one export (and int8 calibration) serves both ONNX Runtime paths
+        if path.startswith("onnx_") and not onnx:  # one export (and int8 calibration) serves every ONNX Runtime path
             from emotionnet.onnx_export import export_for_onnx_runtime
             from modeling_grefel import GReFELImageProcessor
 
+            variants = [name.removeprefix("onnx_int8").lstrip("_") or "all" for name in paths
+                        if name.startswith("onnx_int8")]
             onnx.update(export_for_onnx_runtime(fresh, GReFELImageProcessor.from_config(config), scratch.name,
-                                                int8="onnx_int8" in paths))
+                                                int8=variants))
         return build_path_model(config, path, device, state, onnx_file=onnx_file(path))
 
     def onnx_file(path):
@@ -469,15 +471,15 @@ def inference_section(args) -> dict:
     compile_path = args.compile or "compile" in (args.inference_paths or [])
     paths = ["previous_eager", "eager", "bf16", "int8", "auto"] + (["compile"] if compile_path else [])
     if args.device != "cpu":
-        print(f"Skipping onnx_fp32 and onnx_int8: they run on ONNX Runtime's CPU provider; --device is {args.device}.")
+        print(f"Skipping the ONNX Runtime paths: they run on its CPU provider; --device is {args.device}.")
     else:
         from emotionnet.onnx_export import require_onnxruntime
 
         try:
             require_onnxruntime()
-            paths += ["onnx_fp32", "onnx_int8"]
+            paths += ["onnx_fp32", "onnx_int8", "onnx_int8_conv"]
         except ImportError as err:
-            print(f"Skipping onnx_fp32 and onnx_int8: {err}", flush=True)
+            print(f"Skipping the ONNX Runtime paths: {err}", flush=True)
     if args.inference_paths:  # the two eager paths stay: every ratio is taken against them
         paths = [path for path in paths if path in ("previous_eager", "eager") or path in args.inference_paths]
     rows, details = [], []
@@ -529,7 +531,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--inference_presets", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
     parser.add_argument("--compile", action="store_true", help="Also time the torch.compile path (minutes).")
     parser.add_argument("--inference_paths", nargs="+", default=None,
-                        choices=["bf16", "int8", "auto", "compile", "onnx_fp32", "onnx_int8"],
+                        choices=["bf16", "int8", "auto", "compile", "onnx_fp32", "onnx_int8", "onnx_int8_conv"],
                         help="Time only these paths beside previous_eager and eager (default: all that apply).")
     parser.add_argument("--no_isolated_rss", action="store_true",
                         help="Skip the fresh process per inference row that measures each path's peak RSS alone.")

@@ -19,6 +19,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from emotionnet.onnx_export import (
     CALIBRATION_IMAGES,
+    INT8_VARIANTS,
     OnnxImageClassifier,
     compare_with_eager,
     export_for_onnx_runtime,
@@ -37,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model.")
     parser.add_argument("--output_dir", required=True, help="Where model.onnx (and model_int8.onnx) are written.")
     parser.add_argument("--int8", action="store_true", help="Also write model_int8.onnx (static int8, QDQ).")
+    parser.add_argument("--int8_operators", nargs="+", choices=sorted(INT8_VARIANTS), default=["all"],
+                        help="With --int8, which twins: 'all' (every Conv/MatMul/Gemm in int8, model_int8.onnx, the "
+                             "fastest) and/or 'conv' (convolutions only, model_int8_conv.onnx, closer to fp32).")
     parser.add_argument("--calibration_images", type=int, default=CALIBRATION_IMAGES,
                         help="Synthetic faces the int8 activation ranges are calibrated on.")
     parser.add_argument("--agreement_images", type=int, default=128,
@@ -60,7 +64,7 @@ def main(argv=None) -> dict:
     model.eval()
 
     print(f"Exporting {args.model} to {args.output_dir}" + (" (fp32 and int8)" if args.int8 else ""), flush=True)
-    exported = export_for_onnx_runtime(model, processor, args.output_dir, int8=args.int8,
+    exported = export_for_onnx_runtime(model, processor, args.output_dir, int8=args.int8 and args.int8_operators,
                                        calibration_images=args.calibration_images)
     faces = synthetic_calibration_pixel_values(processor, args.agreement_images, seed=AGREEMENT_SEED)
     results = {"model": args.model, "export_s": round(exported["export_s"], 2)}
