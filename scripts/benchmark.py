@@ -251,11 +251,16 @@ def build_path_model(config, path: str, device: str, state: dict | None = None, 
     return model if path in ("previous_eager", "eager") else model.optimize_for_inference(path)
 
 
+def high_water_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB. Not getrusage's ru_maxrss: that survives exec, so a child
+    started from the benchmark's multi-GB process would report the parent's peak (seen: 2.1 GB against 0.9 GB)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024  # kB
+
+
 def rss_probe(preset: str, path: str, batches: list[int], device: str, onnx_file: str | None) -> dict:
     """In this (fresh) process: build `preset` on `path`, run two forwards of each batch in ascending order, and
     report the peak RSS after each batch (memory a smaller batch freed is reused by the next one)."""
-    import resource
-
     from emotionnet.previous_eager import previous_eager_forward
 
     torch.manual_seed(0)
@@ -267,7 +272,7 @@ def rss_probe(preset: str, path: str, batches: list[int], device: str, onnx_file
         with torch.no_grad(), previous_eager_forward() if path == "previous_eager" else contextlib.nullcontext():
             model(x)
             model(x)
-        peaks[batch] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        peaks[batch] = high_water_rss_mb()
     return {"preset": preset, "path": path, "peak_rss_mb": peaks}
 
 

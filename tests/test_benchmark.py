@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from modeling_grefel.inference_grefel import has_native_bf16
+from tests.load_script import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +71,15 @@ def test_interleaved_medians_time_each_call_in_turn_after_one_warm_up_turn(monke
     medians = timing.interleaved_median_seconds(calls, repeats=1, synchronize=lambda: order.append("sync"))
     assert order == ["a", "sync", "b", "sync"] * 2
     assert medians == {"a": 1.0, "b": 2.0}  # the slow first (warm-up) calls are not counted
+
+
+def test_peak_rss_alone_is_the_fresh_process_not_the_parent_it_was_started_from():
+    """getrusage's ru_maxrss survives exec, so a probe started from a large benchmark process reported the parent's
+    peak; VmHWM does not."""
+    benchmark = load_script(ROOT / "scripts" / "benchmark.py")
+    ballast = bytearray(1536 * 2**20)
+    ballast[:: 4096] = b"\x01" * len(range(0, len(ballast), 4096))  # touch every page: 1.5 GB resident here
+    peaks = benchmark.peak_rss_alone("tiny", "eager", [1], "cpu")
+    assert benchmark.high_water_rss_mb() > 1536
+    assert 100 < peaks[1] < 1200, peaks  # torch, transformers and the tiny model: ~400 MB measured
+
