@@ -13,7 +13,8 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
 - `grefel`: full GReFEL-tiny trained by `scripts/train.py` itself (anchors, reliability balancing, GReFEL loss);
 - `grefel_linear` (not in the default set): the same with the paper's linear trust ramp (`--trust_schedule linear`),
   so reliability balancing shapes the classification loss;
-- `paper` (not in the default set; about 1.5 h a seed on 2 CPU cores, minutes on a GPU): the paper-size network at
+- `paper` (not in the default set; about 1.5 h a seed on 2 CPU cores, ~1 h on one with `--paper_precision bf16` where
+  the CPU has native bf16, minutes on a GPU): the paper-size network at
   112 px, GReFEL loss, on the same data path for `--paper_steps` steps (300) of batch `--paper_batch` (32), with the
   recipe's AdamW, peak lr, 5% warm-up and cosine; it logs the training loss and batch accuracy every 10 steps and
   reports the first step at which the 20-step running mean of the loss falls below 0.9 ln(C) (the chance plateau is
@@ -274,7 +275,7 @@ def summarise(rows: list[dict]) -> dict:
         mine = [r for r in rows if r["rung"] == rung]
         if not mine:
             continue
-        entry = {"seeds": len(mine)}
+        entry = {"runs": len(mine), "seeds": len({r["seed"] for r in mine})}  # merged tables: a seed in several settings
         for key in ("accuracy", "corrected_accuracy", "balanced_accuracy", "macro_f1", "min_recall", "ece",
                     "corrected_ece", "time_s"):
             values = [r[key] for r in mine if r.get(key) is not None]
@@ -300,7 +301,7 @@ def markdown(rows: list[dict], summary: dict) -> str:
     for rung, s in summary.items():
         ece = fmt(s.get("mean_ece")) + (
             f" ({fmt(s['mean_corrected_ece'])})" if s.get("mean_corrected_ece") is not None else "")
-        lines.append(f"| **{rung} mean / min** | {s['seeds']} seeds | {fmt(s['mean_accuracy'])} / "
+        lines.append(f"| **{rung} mean / min** | {s['runs']} runs, {s['seeds']} seeds | {fmt(s['mean_accuracy'])} / "
                      f"{fmt(s['min_accuracy'])} | {fmt(s.get('mean_corrected_accuracy'))} / "
                      f"{fmt(s.get('min_corrected_accuracy'))} | {fmt(s.get('mean_balanced_accuracy'))} | "
                      f"{fmt(s['mean_macro_f1'])} | {fmt(s['min_min_recall'])} | {ece} | | {s['mean_time_s']:.0f} |")
