@@ -489,24 +489,27 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
                 pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                 return_dict=True,
             )
-        # The head (anchors, distances, confidences) runs in its own parameters' dtype: fp32 under the bf16 autocast
-        # inference path, the model's dtype when the whole model was cast.
-        embeddings = trunk.embeddings.to(self.grefel_head.anchors.dtype)
-        head = self.grefel_head(embeddings, self.trust)
-        use_primary = not self.training and self.config.inference_correction == "primary"
-        predicted = head.primary_probs if use_primary else head.corrected_probs
-        logits = predicted.clamp_min(1e-12).log()
+        # The head (anchors, distances, confidences) and the loss run in the head parameters' dtype: fp32 under the
+        # bf16 autocast inference path and under an outer autocast too (accelerate's --mixed_precision bf16 wraps the
+        # whole forward; bf16 softmaxes summed to 0.9985-1.001, which the ECE metric rightly refuses), the model's
+        # dtype when the whole model was cast.
+        with torch.autocast(pixel_values.device.type, enabled=False):
+            embeddings = trunk.embeddings.to(self.grefel_head.anchors.dtype)
+            head = self.grefel_head(embeddings, self.trust)
+            use_primary = not self.training and self.config.inference_correction == "primary"
+            predicted = head.primary_probs if use_primary else head.corrected_probs
+            logits = predicted.clamp_min(1e-12).log()
 
-        losses = {}
-        if labels is not None:
-            losses = self.criterion(
-                corrected_probs=head.corrected_probs,
-                primary_confidence=head.confidences[:, 0],
-                anchor_distances=head.anchor_distances,
-                anchors=self.grefel_head.anchors,
-                labels=labels,
-                trust=self.trust,
-            )
+            losses = {}
+            if labels is not None:
+                losses = self.criterion(
+                    corrected_probs=head.corrected_probs,
+                    primary_confidence=head.confidences[:, 0],
+                    anchor_distances=head.anchor_distances,
+                    anchors=self.grefel_head.anchors,
+                    labels=labels,
+                    trust=self.trust,
+                )
         output = GReFELImageClassifierOutput(
             loss=losses.get("loss"),
             logits=logits,

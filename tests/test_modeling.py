@@ -354,3 +354,16 @@ def test_from_pretrained_keeps_the_landmark_backbone_frozen(tiny_model_dir):
     assert landmark and not any(p.requires_grad for p in landmark)
     trunk = GReFELModel.from_pretrained(tiny_model_dir)
     assert not any(p.requires_grad for p in trunk.face_landback.parameters())
+
+
+def test_head_and_loss_stay_fp32_under_an_outer_bf16_autocast():
+    """accelerate's --mixed_precision bf16 wraps the whole forward in autocast: the distributions must still sum to 1
+    (evaluation's ECE refuses rows summing to 0.9985-1.001, as bf16 softmaxes did) and the loss be fp32."""
+    torch.manual_seed(0)
+    model = GReFELForImageClassification(GReFELConfig.tiny(num_labels=8)).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(pixel_values=torch.randn(4, 3, 64, 64), labels=torch.tensor([0, 1, 2, 3]))
+    for probs in (out.primary_probs, out.corrected_probs, out.geometric_probs):
+        assert probs.dtype == torch.float32
+        torch.testing.assert_close(probs.sum(-1), torch.ones(4), atol=1e-5, rtol=0)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)

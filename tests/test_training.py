@@ -246,12 +246,18 @@ def test_help_shows_the_default_of_every_recipe_flag_per_recipe():
 
 
 def test_bf16_training_is_refused_where_the_cpu_emulates_it(monkeypatch, tmp_path):
+    from accelerate.state import AcceleratorState
+
     from tests.load_script import load_script
 
     train = load_script(TRAIN)
     monkeypatch.setattr(train, "has_native_bf16", lambda device="cpu": False)
-    with pytest.raises(SystemExit, match="--mixed_precision bf16 on this CPU.*--mixed_precision no"):
-        train.main(QUICK + ["--cpu", "--mixed_precision", "bf16", "--output_dir", str(tmp_path)])
+    AcceleratorState._reset_state(reset_partial_state=True)  # other tests in this process built an Accelerator
+    try:
+        with pytest.raises(SystemExit, match="--mixed_precision bf16 on this CPU.*--mixed_precision no"):
+            train.main(QUICK + ["--cpu", "--mixed_precision", "bf16", "--output_dir", str(tmp_path)])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)  # the next Accelerator starts in fp32 again
     assert not any(tmp_path.iterdir())  # refused before writing anything
 
 
