@@ -44,8 +44,10 @@ QUANTIZED_OPERATORS = ("Conv", "MatMul", "Gemm")
 # model_int8_conv.onnx; attention, the fusion ViT and the head stay fp32). Paper size, random weights, ORT 1.32, one
 # thread, 256 varied inputs (2026-12-02): `all` 103 ms at batch 1 with top-1 agreement 0.984, `conv` 189 ms at 0.992,
 # fp32 287 ms; leaving out only the Gemm head (0.988) or the last 8 MatMul/Gemm nodes (0.984) kept less.
-INT8_VARIANTS = {"all": QUANTIZED_OPERATORS, "conv": ("Conv",)}
-INT8_FILES = {"all": INT8_MODEL_FILE, "conv": "model_int8_conv.onnx"}
+INT8_TWINS = {
+    "all": {"operators": QUANTIZED_OPERATORS, "file": INT8_MODEL_FILE, "path": "onnx_int8"},
+    "conv": {"operators": ("Conv",), "file": "model_int8_conv.onnx", "path": "onnx_int8_conv"},
+}  # `path`: the name of the twin in export_for_onnx_runtime's result and scripts/benchmark.py
 
 
 def require_onnxruntime():
@@ -157,7 +159,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_pixe
                   *, batch_size: int = 8, method: str = CALIBRATION_METHOD, operators: str = "all") -> Path:
     """Statically quantise the ONNX model at `fp32_path` to int8 (QDQ, per-channel weights) and write `int8_path`.
 
-    `operators`: which operators run in int8, a key of `INT8_VARIANTS` (`"all"` multiply-add operators, or `"conv"`).
+    `operators`: which operators run in int8, a key of `INT8_TWINS` (`"all"` multiply-add operators, or `"conv"`).
 
     Activation ranges come from `calibration_pixel_values` (processed images, e.g.
     `synthetic_calibration_pixel_values`), run through the fp32 graph `batch_size` at a time. Returns `int8_path`.
@@ -178,8 +180,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_pixe
     if calibration_pixel_values.ndim != 4 or len(calibration_pixel_values) == 0:
         raise ValueError("calibration_pixel_values must be a non-empty (batch, channels, height, width) tensor, got "
                          f"shape {tuple(calibration_pixel_values.shape)}.")
-    if operators not in INT8_VARIANTS:
-        raise ValueError(f"operators must be one of {sorted(INT8_VARIANTS)}, got {operators!r}.")
+    if operators not in INT8_TWINS:
+        raise ValueError(f"operators must be one of {sorted(INT8_TWINS)}, got {operators!r}.")
     if not hasattr(CalibrationMethod, method):
         raise ValueError(f"method must be one of {[m.name for m in CalibrationMethod]}, got {method!r}.")
     batches = [calibration_pixel_values[i : i + batch_size].numpy().astype(np.float32)
@@ -204,7 +206,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_pixe
             # A CPU with VNNI: uint8 activations, int8 weights, full range; without VNNI the docstring of
             # onnxruntime 1.32's quantize_static advises reduce_range=True against saturation.
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=not _has_vnni(),
-            op_types_to_quantize=list(INT8_VARIANTS[operators]), calibrate_method=getattr(CalibrationMethod, method),
+            op_types_to_quantize=list(INT8_TWINS[operators]["operators"]), calibrate_method=getattr(CalibrationMethod, method),
         )
     return int8_path
 
@@ -247,9 +249,9 @@ def compare_with_eager(model: nn.Module, classifier, pixel_values: torch.Tensor,
 
 def export_for_onnx_runtime(model: nn.Module, processor, output_dir: str | Path, *, int8: bool | list[str] = False,
                             calibration_images: int = CALIBRATION_IMAGES) -> dict:
-    """Write `output_dir/model.onnx` and, with `int8` (True: `["all"]`, or a list of `INT8_VARIANTS` keys), its int8
-    twins calibrated on synthetic faces through `processor`; return the paths (`onnx_fp32`, `onnx_int8`,
-    `onnx_int8_conv`) and the seconds each step took."""
+    """Write `output_dir/model.onnx` and, with `int8` (True: `["all"]`, or a list of `INT8_TWINS` keys), its int8
+    twins calibrated on synthetic faces through `processor`; return the paths (`onnx_fp32` and each twin's `path`
+    name) and the seconds each step took."""
     output_dir = Path(output_dir)
     variants = ["all"] if int8 is True else list(int8 or [])
     start = time.perf_counter()
@@ -259,9 +261,9 @@ def export_for_onnx_runtime(model: nn.Module, processor, output_dir: str | Path,
         start = time.perf_counter()
         calibration = synthetic_calibration_pixel_values(processor, calibration_images)
         for variant in variants:
-            name = "onnx_int8" if variant == "all" else f"onnx_int8_{variant}"
-            written[name] = quantize_int8(written["onnx_fp32"], output_dir / INT8_FILES[variant], calibration,
-                                          operators=variant)
+            twin = INT8_TWINS[variant]
+            written[twin["path"]] = quantize_int8(written["onnx_fp32"], output_dir / twin["file"], calibration,
+                                                  operators=variant)
         seconds["quantize_s"] = time.perf_counter() - start
     return {"paths": written, **seconds}
 
@@ -271,7 +273,7 @@ __all__ = [
     "MODEL_FILE",
     "INT8_MODEL_FILE",
     "CALIBRATION_IMAGES",
-    "INT8_VARIANTS",
+    "INT8_TWINS",
     "require_onnxruntime",
     "export_onnx",
     "onnx_session",

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from emotionnet.onnx_export import INT8_TWINS
 from emotionnet.timing import interleaved_median_seconds
 from modeling_grefel import GReFELConfig, GReFELForImageClassification
 
@@ -346,8 +347,7 @@ def inference_rows(preset: str, batches: list[int], repeats: int, count: int, de
             from emotionnet.onnx_export import export_for_onnx_runtime
             from modeling_grefel import GReFELImageProcessor
 
-            variants = [name.removeprefix("onnx_int8").lstrip("_") or "all" for name in paths
-                        if name.startswith("onnx_int8")]
+            variants = [variant for variant, twin in INT8_TWINS.items() if twin["path"] in paths]
             onnx.update(export_for_onnx_runtime(fresh, GReFELImageProcessor.from_config(config), scratch.name,
                                                 int8=variants))
         return build_path_model(config, path, device, state, onnx_file=onnx_file(path))
@@ -482,7 +482,7 @@ def inference_section(args) -> dict:
 
         try:
             require_onnxruntime()
-            paths += ["onnx_fp32", "onnx_int8", "onnx_int8_conv"]
+            paths += ["onnx_fp32"] + [twin["path"] for twin in INT8_TWINS.values()]
         except ImportError as err:
             print(f"Skipping the ONNX Runtime paths: {err}", flush=True)
     if args.inference_paths:  # the two eager paths stay: every ratio is taken against them
@@ -536,7 +536,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--inference_presets", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
     parser.add_argument("--compile", action="store_true", help="Also time the torch.compile path (minutes).")
     parser.add_argument("--inference_paths", nargs="+", default=None,
-                        choices=["bf16", "int8", "auto", "compile", "onnx_fp32", "onnx_int8", "onnx_int8_conv"],
+                        choices=["bf16", "int8", "auto", "compile", "onnx_fp32"] + [t["path"] for t in INT8_TWINS.values()],
                         help="Time only these paths beside previous_eager and eager (default: all that apply).")
     parser.add_argument("--no_isolated_rss", action="store_true",
                         help="Skip the fresh process per inference row that measures each path's peak RSS alone.")

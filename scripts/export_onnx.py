@@ -19,7 +19,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from emotionnet.onnx_export import (
     CALIBRATION_IMAGES,
-    INT8_VARIANTS,
+    INT8_TWINS,
     OnnxImageClassifier,
     compare_with_eager,
     export_for_onnx_runtime,
@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model.")
     parser.add_argument("--output_dir", required=True, help="Where model.onnx (and model_int8.onnx) are written.")
     parser.add_argument("--int8", action="store_true", help="Also write model_int8.onnx (static int8, QDQ).")
-    parser.add_argument("--int8_operators", nargs="+", choices=sorted(INT8_VARIANTS), default=["all"],
+    parser.add_argument("--int8_operators", nargs="+", choices=sorted(INT8_TWINS), default=["all"],
                         help="With --int8, which twins: 'all' (every Conv/MatMul/Gemm in int8, model_int8.onnx, the "
                              "fastest) and/or 'conv' (convolutions only, model_int8_conv.onnx, closer to fp32).")
     parser.add_argument("--calibration_images", type=int, default=CALIBRATION_IMAGES,
