@@ -4,13 +4,16 @@ The official POSTER++ code is not available offline here, so the benchmark's spe
 forward, and the parity tests check that the lean forward computes the same numbers. What differs: explicit
 softmax attention (the (B, h, N, N) probabilities materialised, in window cross-attention and in the fusion ViT),
 the relative-position index rebuilt on every call, the IR unit's 1x1 max-pool shortcut run as a pooling kernel, and
-the backbones fed channels-first maps on the CPU.
+the backbones fed channels-first maps on the CPU, with channels-first kernels (a model takes them when it is built, or
+put in train or eval mode, inside the block).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+
+import torch
 
 from modeling_grefel.attention_grefel import GReFELSelfAttention, GReFELWindowCrossAttention, relative_position_index
 from modeling_grefel.backbones_grefel import GReFELIRUnit
@@ -43,12 +46,18 @@ def backbone_layout(x):
     return x
 
 
+def channels_first_kernels(self):
+    if any(not p.is_contiguous() for p in self.parameters() if p.ndim == 4):
+        self.to(memory_format=torch.contiguous_format)
+
+
 # (class, method name) -> the previous implementation
 PREVIOUS_METHODS = {
     (GReFELWindowCrossAttention, "forward"): window_attention,
     (GReFELSelfAttention, "forward"): self_attention,
     (GReFELIRUnit, "forward"): ir_unit,
     (GReFELModel, "backbone_layout"): staticmethod(backbone_layout),
+    (GReFELModel, "use_channels_last_kernels"): channels_first_kernels,
 }
 
 

@@ -246,7 +246,10 @@ def build_path_model(config, path: str, device: str, state: dict | None = None, 
         from emotionnet.onnx_export import OnnxImageClassifier, onnx_session
 
         return OnnxImageClassifier(onnx_session(onnx_file))
-    model = GReFELForImageClassification(config).eval().to(device)
+    from emotionnet.previous_eager import previous_eager_forward
+
+    with previous_eager_forward() if path == "previous_eager" else contextlib.nullcontext():
+        model = GReFELForImageClassification(config).eval().to(device)  # the previous one keeps channels-first kernels
     if state is not None:
         model.load_state_dict(state)
     return model if path in ("previous_eager", "eager") else model.optimize_for_inference(path)

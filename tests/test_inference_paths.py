@@ -281,6 +281,27 @@ def test_backbones_take_channels_last_maps_on_the_cpu_and_the_previous_forward_d
     assert GReFELModel.backbone_layout(x).is_contiguous(memory_format=torch.channels_last)
 
 
+def kernels(model):
+    return [p for p in model.parameters() if p.ndim == 4]
+
+
+def test_kernels_are_channels_last_when_built_and_when_loaded_and_compute_the_same(tmp_path):
+    model = make_model()
+    assert kernels(model) and all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels(model))
+    model.save_pretrained(tmp_path)
+    loaded = GReFELForImageClassification.from_pretrained(tmp_path)
+    assert all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels(loaded))
+    x = calibration_pixel_values(model.config, batch=3)
+    with torch.no_grad():
+        channels_last = model(x).logits
+        with previous_eager_forward():
+            model.eval()  # the previous layout: channels-first kernels
+        assert all(k.is_contiguous() for k in kernels(model))
+        channels_first = model(x).logits
+    torch.testing.assert_close(channels_last, channels_first, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loaded(x).logits, channels_last, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_paper_size_lean_eager_forward_matches_the_previous_implementation(reference_forward):
     torch.manual_seed(0)
