@@ -172,11 +172,12 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic") 
 
 
 def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: str = "paper",
-                dataset: str = "synthetic", precision: str = "fp32") -> dict:
+                dataset: str = "synthetic", precision: str = "fp32", overrides: dict | None = None) -> dict:
     """The paper-size network at 112 px (`preset="tiny"`: the tiny one at 64 px, the control) through the same data
     path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under CPU bf16 autocast (weights,
     gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the CPU has native
-    bf16, where it runs the paper-size step ~2.2x faster."""
+    bf16, where it runs the paper-size step ~2.2x faster. `overrides`: GReFELConfig arguments for the paper size
+    (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`)."""
     from modeling_grefel import GReFELForImageClassification
     from modeling_grefel.inference_grefel import has_native_bf16
 
@@ -188,7 +189,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     data = load_data(dataset)
     names = data["train"].features["label"].names
     rung = "paper" if preset == "paper" else "paper_control"
-    config = (GReFELConfig(image_size=112, num_labels=len(names)) if preset == "paper"
+    config = (GReFELConfig(**{"image_size": 112, "num_labels": len(names), **(overrides or {})}) if preset == "paper"
               else GReFELConfig.tiny(num_labels=len(names)))
     config.label_smoothing, config.trust_schedule = recipe["smoothing"], recipe["trust_schedule"]
     processor = GReFELImageProcessor.from_config(config)
@@ -236,7 +237,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
             labels.append(batch["labels"])
     scores = class_scores(torch.cat(probs).numpy(), torch.cat(labels).numpy(), names)
     return {"rung": rung, "seed": seed, **scores, "steps": steps, "batch_size": batch_size, "lr": recipe["lr"],
-            "precision": precision,
+            "precision": precision, "config_overrides": overrides or {},
             "first_step_at_0.5": None, "left_plateau_at_step": left_plateau, "time_s": round(time.time() - started, 1),
             "loss_curve": curve}
 
@@ -308,7 +309,7 @@ def markdown(rows: list[dict], summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--rungs", nargs="+", choices=RUNGS, default=list(DEFAULT_RUNGS))
@@ -325,10 +326,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--paper_lr", type=float, default=None,
                         help="Peak lr of the `paper` rung; default the synthetic recipe's (1e-3). The dataset recipes "
                              "train the paper size at 1e-4 (FERPlus) and 3e-4 (RAF-DB, FER2013).")
+    parser.add_argument("--paper_config", type=json.loads, default=None,
+                        help="GReFELConfig arguments overriding the `paper` rung's paper size, as JSON, e.g. "
+                             "'{\"embedding_pooling\": \"mean\", \"head_hidden_sizes\": [], \"head_dropout\": 0.1}' "
+                             "(the tiny preset's read-out).")
     parser.add_argument("--paper_precision", choices=("fp32", "bf16"), default="fp32",
                         help="Training precision of the `paper` and `paper_control` rungs: bf16 autocast runs the "
                              "paper-size step ~2.2x faster on a CPU with native bf16 (refused where it is emulated).")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     recipe = dict(RECIPES["synthetic"])
     recipe["num_epochs"] = args.num_epochs or recipe["num_epochs"]
     output = Path(args.output or ROOT / "benchmarks" / ("learning.json" if args.data == "default" else
@@ -344,7 +353,7 @@ def main(argv=None) -> dict:
                     paper_recipe = {**recipe, "lr": args.paper_lr or recipe["lr"]}
                     preset = "tiny" if rung == "paper_control" else "paper"
                     row = train_paper(seed, paper_recipe, args.paper_steps, args.paper_batch, preset, dataset,
-                                      args.paper_precision)
+                                      args.paper_precision, args.paper_config)
                 else:
                     row = train_plain(rung, seed, recipe, dataset)
                 row["data"] = args.data

@@ -387,10 +387,9 @@ def inference_rows(preset: str, batches: list[int], repeats: int, count: int, de
                     row["auto_chose"] = model.inference_path
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-        if path in ("eager", "auto") or path.startswith("onnx_"):
-            kept[path] = model
+        if path in ("previous_eager", "eager", "auto") or path.startswith("onnx_"):
+            kept[path] = model  # the previous eager model of its own: it keeps channels-first kernels
         del model
-    kept["previous_eager"] = kept["eager"]
     interleaved = interleaved_ratios(preset, kept, inputs, batches, interleaved_repeats, device)
     scratch.cleanup()
     onnx_seconds = {name: seconds for name, seconds in onnx.items() if name != "paths"}

@@ -83,3 +83,21 @@ def test_peak_rss_alone_is_the_fresh_process_not_the_parent_it_was_started_from(
     assert benchmark.high_water_rss_mb() > 1536
     assert 100 < peaks[1] < 1200, peaks  # torch, transformers and the tiny model: ~400 MB measured
 
+
+
+def test_the_previous_eager_yardstick_keeps_channels_first_kernels_and_eager_does_not():
+    import torch
+
+    from modeling_grefel import GReFELConfig
+
+    benchmark = load_script(ROOT / "scripts" / "benchmark.py")
+    config = GReFELConfig.tiny(num_labels=7)
+    previous = benchmark.build_path_model(config, "previous_eager", "cpu")
+    eager = benchmark.build_path_model(config, "eager", "cpu", previous.state_dict())
+    # A 1x1 or a depth-wise kernel is contiguous in both layouts at once
+    kernels = [(a, b) for a, b in zip(previous.parameters(), eager.parameters())
+               if a.ndim == 4 and a.shape[1] > 1 and a.shape[-1] > 1]
+    assert kernels and all(a.is_contiguous() and not a.is_contiguous(memory_format=torch.channels_last)
+                           for a, _ in kernels)
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for _, b in kernels)
+    assert all(torch.equal(a, b) for a, b in kernels)

@@ -41,6 +41,27 @@ def test_plateau_rung_logs_a_loss_curve(monkeypatch):
     assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0 and row["batch_size"] == 8
 
 
+def test_paper_config_overrides_reach_the_paper_size_network(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    import modeling_grefel
+
+    class Built(Exception):
+        pass
+
+    def capture(config):
+        raise Built(config)
+
+    monkeypatch.setattr(modeling_grefel, "GReFELForImageClassification", capture)
+    args = learning.parse_args(["--rungs", "paper", "--paper_config", '{"embedding_pooling": "mean", "head_hidden_sizes": []}'])
+    with pytest.raises(Built) as built:
+        learning.train_paper(0, dict(learning.RECIPES["synthetic"]), steps=1, batch_size=8, overrides=args.paper_config)
+    config = built.value.args[0]
+    assert (config.image_size, config.embedding_pooling, config.head_hidden_sizes) == (112, "mean", [])
+    assert config.ir_depth == 50 and config.hidden_size == 768
+
+
 @pytest.mark.slow
 def test_hard_data_rungs_report_balanced_accuracy_and_calibration(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
