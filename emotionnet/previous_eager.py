@@ -3,7 +3,8 @@
 The official POSTER++ code is not available offline here, so the benchmark's speed ratios are taken against this
 forward, and the parity tests check that the lean forward computes the same numbers. What differs: explicit
 softmax attention (the (B, h, N, N) probabilities materialised, in window cross-attention and in the fusion ViT),
-the relative-position index rebuilt on every call, the IR unit's 1x1 max-pool shortcut run as a pooling kernel, and
+the relative-position index rebuilt on every call, every token through the last fusion block (the classifier
+reads the class token alone), the IR unit's 1x1 max-pool shortcut run as a pooling kernel, and
 the backbones fed channels-first maps on the CPU, with channels-first kernels (a model takes them when it is built, or
 put in train or eval mode, inside the block).
 """
@@ -15,7 +16,12 @@ from collections.abc import Iterator
 
 import torch
 
-from modeling_grefel.attention_grefel import GReFELSelfAttention, GReFELWindowCrossAttention, relative_position_index
+from modeling_grefel.attention_grefel import (
+    GReFELFusionViT,
+    GReFELSelfAttention,
+    GReFELWindowCrossAttention,
+    relative_position_index,
+)
 from modeling_grefel.backbones_grefel import GReFELIRUnit
 from modeling_grefel.modeling_grefel import GReFELModel
 
@@ -31,11 +37,18 @@ def window_attention(self, image, query, need_weights=False):
     return self.proj((attn @ v).transpose(1, 2).reshape(bw, n, c)), attn
 
 
-def self_attention(self, x, need_weights=False):
+def self_attention(self, x, need_weights=False, num_queries=None):  # every query: num_queries stays None
     b, n, c = x.shape
     q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)  # (B, h, N, C/h)
     attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
     return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)), attn
+
+
+_lean_fusion_vit = GReFELFusionViT.forward
+
+
+def fusion_vit(self, tokens, hidden_states, attentions, all_tokens=True):
+    return _lean_fusion_vit(self, tokens, hidden_states, attentions, all_tokens=True)
 
 
 def ir_unit(self, x):
@@ -55,6 +68,7 @@ def channels_first_kernels(self):
 PREVIOUS_METHODS = {
     (GReFELWindowCrossAttention, "forward"): window_attention,
     (GReFELSelfAttention, "forward"): self_attention,
+    (GReFELFusionViT, "forward"): fusion_vit,
     (GReFELIRUnit, "forward"): ir_unit,
     (GReFELModel, "backbone_layout"): staticmethod(backbone_layout),
     (GReFELModel, "use_channels_last_kernels"): channels_first_kernels,

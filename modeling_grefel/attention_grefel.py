@@ -149,9 +149,15 @@ class GReFELSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, need_weights: bool = False, num_queries: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, N, C); returns (B, Q, C) for the first Q = `num_queries` tokens (all N by default) and, with
+        `need_weights`, the attention probabilities (B, h, Q, N)."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)  # (B, h, N, C/h)
+        if num_queries is not None:
+            q, n = q[:, :, :num_queries], num_queries
         if need_weights:
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
             out = attn @ v
@@ -170,9 +176,13 @@ class GReFELFusionBlock(nn.Module):
         self.mlp = GReFELMlp(dim, int(dim * config.fusion_mlp_ratio))
         self.drop_path = GReFELDropPath(drop_path_rate)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out, attn = self.attn(self.norm1(x), need_weights)
-        x = x + self.drop_path(out)
+    def forward(
+        self, x: torch.Tensor, need_weights: bool = False, num_queries: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, N, D) -> (B, Q, D), the first Q = `num_queries` tokens updated (all N by default): every token
+        is a key and value, and each output token depends on no other token's query or MLP."""
+        out, attn = self.attn(self.norm1(x), need_weights, num_queries)
+        x = x[:, : out.shape[1]] + self.drop_path(out)
         return x + self.drop_path(self.mlp(self.norm2(x))), attn
 
 
@@ -198,16 +208,25 @@ class GReFELFusionViT(nn.Module):
         self.se_block = GReFELSEGate(dim)
         self.pooling = config.embedding_pooling
 
-    def forward(self, tokens: torch.Tensor, hidden_states: list | None, attentions: list | None):
+    def forward(self, tokens: torch.Tensor, hidden_states: list | None, attentions: list | None,
+                all_tokens: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """tokens: (B, N, D) -> the embedding (B, D) and the normed tokens (B, 1 + N, D).
+
+        With `all_tokens=False` (nothing asked for but the embedding) and class-token pooling, the last block updates
+        the class token alone and the tokens come back None: the same embedding for ~1/(fusion depth) of the
+        fusion ViT's work (its last MLP and projections on 148 tokens are ~9% of the paper-size forward, issue 11).
+        """
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
         if hidden_states is not None:
             hidden_states.append(x)
-        for block in self.blocks:
-            x, attn = block(x, need_weights=attentions is not None)
+        cls_only = not all_tokens and self.pooling == "cls" and hidden_states is None and attentions is None
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            x, attn = block(x, need_weights=attentions is not None, num_queries=1 if cls_only and last else None)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
                 attentions.append(attn)
         x = self.norm(x)
         pooled = x[:, 1:].mean(dim=1) if self.pooling == "mean" else x[:, 0]  # (B, 1 + N, D) -> (B, D)
-        return self.se_block(pooled), x
+        return self.se_block(pooled), None if cls_only else x

@@ -273,7 +273,10 @@ class GReFELModel(GReFELPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        output_last_hidden_state: bool = True,
     ) -> GReFELModelOutput | tuple:
+        """`output_last_hidden_state=False` (the classifier's call) returns `last_hidden_state=None`, and with the class
+        token as the embedding the last fusion block then updates that token alone: the same embeddings, less work."""
         config = self.config
         output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
@@ -300,7 +303,7 @@ class GReFELModel(GReFELPreTrainedModel):
         ).transpose(1, 2)  # (B, 3*g*g, hidden)
         hidden_states = [*image_maps, *fused] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        embeddings, last_hidden_state = self.fusion(tokens, hidden_states, attentions)
+        embeddings, last_hidden_state = self.fusion(tokens, hidden_states, attentions, output_last_hidden_state)
 
         hidden_states = tuple(hidden_states) if hidden_states is not None else None
         attentions = tuple(attentions) if attentions is not None else None
@@ -500,7 +503,7 @@ class GReFELForImageClassification(GReFELPreTrainedModel):
         with autocast:
             trunk = self.grefel(
                 pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-                return_dict=True,
+                return_dict=True, output_last_hidden_state=False,
             )
         # The head (anchors, distances, confidences) and the loss run in the head parameters' dtype: fp32 under the
         # bf16 autocast inference path and under an outer autocast too (accelerate's --mixed_precision bf16 wraps the

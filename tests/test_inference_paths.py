@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -59,6 +60,42 @@ def test_lean_eager_gradients_match_the_previous_implementation(monkeypatch, ref
     assert lean.keys() == previous.keys()
     for name in lean:
         torch.testing.assert_close(lean[name], previous[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_classifier_runs_the_last_fusion_block_on_the_class_token_alone_with_the_same_results(reference_forward):
+    model = make_model(embedding_pooling="cls", fusion_depth=2)
+    tokens = 1 + model.config.num_tokens
+    x = calibration_pixel_values(model.config, batch=3)
+    mlp_rows = []
+    model.grefel.fusion.blocks[-1].mlp.register_forward_hook(lambda module, args, out: mlp_rows.append(out.shape[1]))
+
+    def trunk_training_step(output_last_hidden_state: bool):
+        model.zero_grad()
+        torch.manual_seed(1)  # the same drop-path draws in both runs
+        out = model.train().grefel(x, output_last_hidden_state=output_last_hidden_state)
+        (out.embeddings * torch.linspace(-1, 1, out.embeddings.numel()).view_as(out.embeddings)).sum().backward()
+        model.eval()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    state = copy.deepcopy(model.state_dict())
+    full, full_grads = trunk_training_step(True)
+    model.load_state_dict(state)  # the training forward moves the BatchNorm statistics
+    cls_only, cls_only_grads = trunk_training_step(False)
+    model.load_state_dict(state)
+    assert full.last_hidden_state.shape == (3, tokens, model.config.hidden_size)
+    assert cls_only.last_hidden_state is None
+    torch.testing.assert_close(cls_only.embeddings, full.embeddings, atol=1e-6, rtol=1e-5)
+    assert cls_only_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():  # float rounding only: within 1e-5 of each tensor's largest entry
+        torch.testing.assert_close(cls_only_grads[name], grad, atol=1e-5 * grad.abs().max().item(), rtol=1e-4, msg=name)
+
+    with torch.no_grad():
+        lean = model(x)
+        reference_forward()
+        previous = model(x)
+    assert mlp_rows == [tokens, 1, 1, tokens]  # trunk (full, class token), classifier, previous classifier
+    torch.testing.assert_close(lean.logits, previous.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lean.embeddings, full.embeddings.new_tensor(previous.embeddings), atol=1e-5, rtol=1e-5)
 
 
 def test_channels_last_training_gradients_stay_close_to_fp64(monkeypatch):
