@@ -260,10 +260,9 @@ class GReFELModel(GReFELPreTrainedModel):
     def use_channels_last_kernels(self) -> None:
         """Keep the convolution kernels in channels-last memory, the layout `backbone_layout` gives their inputs on the
         CPU. With channels-first kernels oneDNN reorders a kernel on every call: at the paper size and batch 1, 29
-        kernel copies a forward (the 28 stage-3 3x3 kernels and the 768-wide token embedding's). Same values. Speed is
-        not settled: an ad-hoc A/B (torch 2.13, one thread, contended) gave 1.16x at batch 1 and training steps
-        1.12x (tiny) / 1.16x (paper), but the benchmark's in-turn comparison, run beside CI, showed eager at 1.01x at
-        batch 1 (issue 11). `save_pretrained` writes contiguous tensors as before."""
+        kernel copies a forward (the 28 stage-3 3x3 kernels and the 768-wide token embedding's). Same values; one of the
+        lean eager forward's changes, whose gain the benchmark measures together (README, "Inference paths"), not
+        alone. `save_pretrained` writes contiguous tensors as before."""
         if any(not p.is_contiguous(memory_format=torch.channels_last) for p in self.parameters() if p.ndim == 4):
             self.to(memory_format=torch.channels_last)
 
