@@ -7,7 +7,8 @@ Sections:
   size      parameters and FLOPs (torch.utils.flop_counter, 2 FLOPs per multiply-add) of the paper-size network at
             1x3x224x224, beside the POSTER++ figures of GREFEL_SPEC.md.
   train     training throughput (images/s) of the tiny and paper-size configs: augmentation on the device, forward,
-            backward and an Adam step, median of timed steps after warm-up.
+            backward and an Adam step, median of timed steps after warm-up; on a CUDA GPU also the paper size under
+            bf16 autocast at the largest batch that fits (doubling from 8 up to 1024).
   latency   latency of the face pipeline (detection + classification; eager and `auto`) for the tiny and paper-size
             models on the 512x512 example photo and a 640x480 frame with one face, and of the detector alone.
   inference the inference paths (`optimize_for_inference`, and ONNX Runtime fp32 and static int8, every multiply-add
@@ -116,6 +117,33 @@ def train_throughput(preset: str, batch_size: int, device: str, steps: int, warm
     median = statistics.median(times)
     return {"preset": preset, "batch_size": batch_size, "image_size": config.image_size, "steps": steps,
             "precision": precision, "median_step_s": median, "images_per_s": batch_size / median}
+
+
+def largest_fitting_batch(fits, start: int, limit: int) -> int:
+    """The largest batch in start, 2*start, 4*start, ... (at most `limit`) for which `fits(batch)` runs without
+    running out of accelerator memory; 0 if not even `start` fits."""
+    best, batch = 0, start
+    while batch <= limit:
+        try:
+            fits(batch)
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        best, batch = batch, batch * 2
+    return best
+
+
+def largest_batch_training(preset: str, device: str, steps: int, start: int = 8, limit: int = 1024) -> dict:
+    """bf16 training throughput at the largest power-of-two multiple of `start` whose training step fits on the GPU
+    (issue 11: full-size training on a GPU is what researchers pay for)."""
+    batch = largest_fitting_batch(lambda b: train_throughput(preset, b, device, steps=1, warmup=0, precision="bf16"),
+                                  start, limit)
+    if batch == 0:
+        return {"preset": preset, "precision": "bf16", "largest_batch": 0, "note": f"batch {start} does not fit"}
+    return {**train_throughput(preset, batch, device, steps, warmup=1, precision="bf16"), "largest_batch": batch,
+            "batch_limit": limit}
 
 
 def latency_section(device: str, repeats: int, presets=("tiny", "paper")) -> dict:
@@ -565,6 +593,8 @@ def main(argv=None) -> dict:
             train_throughput("tiny", args.tiny_batch_size, args.device, args.steps, warmup=2),
             train_throughput("paper", args.paper_batch_size, args.device, args.steps, warmup=1),
         ]
+        if args.device == "cuda":  # on a CPU an allocation past memory kills the process instead of raising
+            results["train"].append(largest_batch_training("paper", args.device, args.steps))
     if "latency" in args.sections:
         results["latency"] = latency_section(args.device, args.repeats, args.latency_presets)
     if "inference" in args.sections:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from modeling_grefel.inference_grefel import has_native_bf16
 from tests.load_script import load_script
@@ -101,3 +102,20 @@ def test_the_previous_eager_yardstick_keeps_channels_first_kernels_and_eager_doe
                            for a, _ in kernels)
     assert all(b.is_contiguous(memory_format=torch.channels_last) for _, b in kernels)
     assert all(torch.equal(a, b) for a, b in kernels)
+
+
+def test_largest_fitting_batch_doubles_until_memory_runs_out():
+    benchmark = load_script(ROOT / "scripts" / "benchmark.py")
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        if batch > 100:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    assert benchmark.largest_fitting_batch(fits, start=8, limit=1024) == 64
+    assert tried == [8, 16, 32, 64, 128]
+    assert benchmark.largest_fitting_batch(fits, start=200, limit=1024) == 0
+    assert benchmark.largest_fitting_batch(lambda batch: None, start=8, limit=40) == 32
+    with pytest.raises(ValueError):  # anything but running out of memory is a failure, not a limit
+        benchmark.largest_fitting_batch(lambda batch: int("x"), start=8, limit=40)
