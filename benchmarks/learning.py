@@ -177,7 +177,8 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under CPU bf16 autocast (weights,
     gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the CPU has native
     bf16, where it runs the paper-size step ~2.2x faster. `overrides`: GReFELConfig arguments for the paper size
-    (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`)."""
+    (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`), or for the tiny
+    preset of the control (one paper-size component at a time, e.g. `{"hidden_size": 768}`)."""
     from modeling_grefel import GReFELForImageClassification
     from modeling_grefel.inference_grefel import has_native_bf16
 
@@ -190,7 +191,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     names = data["train"].features["label"].names
     rung = "paper" if preset == "paper" else "paper_control"
     config = (GReFELConfig(**{"image_size": 112, "num_labels": len(names), **(overrides or {})}) if preset == "paper"
-              else GReFELConfig.tiny(num_labels=len(names)))
+              else GReFELConfig.tiny(**{"num_labels": len(names), **(overrides or {})}))
     config.label_smoothing, config.trust_schedule = recipe["smoothing"], recipe["trust_schedule"]
     processor = GReFELImageProcessor.from_config(config)
     model = GReFELForImageClassification(config)
@@ -327,9 +328,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Peak lr of the `paper` rung; default the synthetic recipe's (1e-3). The dataset recipes "
                              "train the paper size at 1e-4 (FERPlus) and 3e-4 (RAF-DB, FER2013).")
     parser.add_argument("--paper_config", type=json.loads, default=None,
-                        help="GReFELConfig arguments overriding the `paper` rung's paper size, as JSON, e.g. "
-                             "'{\"embedding_pooling\": \"mean\", \"head_hidden_sizes\": [], \"head_dropout\": 0.1}' "
-                             "(the tiny preset's read-out).")
+                        help="GReFELConfig arguments overriding the `paper` rung's paper size (or the tiny preset "
+                             "of `paper_control`), as JSON, e.g. '{\"embedding_pooling\": \"mean\", "
+                             "\"head_hidden_sizes\": [], \"head_dropout\": 0.1}' (the tiny preset's read-out).")
     parser.add_argument("--paper_precision", choices=("fp32", "bf16"), default="fp32",
                         help="Training precision of the `paper` and `paper_control` rungs: bf16 autocast runs the "
                              "paper-size step ~2.2x faster on a CPU with native bf16 (refused where it is emulated).")

@@ -60,6 +60,12 @@ def test_paper_config_overrides_reach_the_paper_size_network(monkeypatch):
     config = built.value.args[0]
     assert (config.image_size, config.embedding_pooling, config.head_hidden_sizes) == (112, "mean", [])
     assert config.ir_depth == 50 and config.hidden_size == 768
+    # The control: the tiny preset with one paper-size component.
+    with pytest.raises(Built) as built:
+        learning.train_paper(0, dict(learning.RECIPES["synthetic"]), steps=1, batch_size=8, preset="tiny",
+                             overrides={"hidden_size": 768})
+    config = built.value.args[0]
+    assert (config.image_size, config.hidden_size, config.ir_depth) == (64, 768, 18)
 
 
 @pytest.mark.slow
