@@ -85,10 +85,7 @@ def test_peak_rss_alone_is_the_fresh_process_not_the_parent_it_was_started_from(
     assert 100 < peaks[1] < 1200, peaks  # torch, transformers and the tiny model: ~400 MB measured
 
 
-
 def test_the_previous_eager_yardstick_keeps_channels_first_kernels_and_eager_does_not():
-    import torch
-
     from modeling_grefel import GReFELConfig
 
     benchmark = load_script(ROOT / "scripts" / "benchmark.py")
