@@ -101,6 +101,10 @@ class GReFELResidual(nn.Module):
         self.model = nn.Sequential(
             *[GReFELDepthWise(channels, channels, groups, stride=1, residual=True) for _ in range(num_blocks)]
         )
+        # Read by GReFELPreTrainedModel._init_weights: each branch's projection starts at 1/sqrt(n) of the variance-
+        # preserving scale, so the stage's output variance grows at most e-fold ((1 + 1/n)^n), not 2^n-fold.
+        for block in self.model:
+            block.project.conv.residual_branch_gain = num_blocks**-0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -342,6 +342,26 @@ def test_random_frozen_landmark_taps_keep_their_scale(preset):
         assert 0.1 < tap.std().item() < 100, [t.std().item() for t in taps]
 
 
+def test_random_landmark_residual_stages_do_not_blow_up_their_input():
+    """A residual stage of n blocks whose branches each preserved the variance doubled it at every block (nothing
+    renormalises in the frozen network's eval mode): at the paper size (4 and 6 blocks) the landmark queries reached an
+    RMS of ~50 and the window cross-attention's softmax over them was near one-hot. Branches start at 1/sqrt(n) of
+    that scale, which bounds the growth of a stage's RMS by sqrt(e) ~ 1.65 instead of 2^(n/2)."""
+    config = GReFELConfig.tiny(landmark_num_blocks=(4, 6, 2))  # the paper size's residual blocks
+    torch.manual_seed(0)
+    model = GReFELModel(config).eval()
+    stages = [model.face_landback.conv_3, model.face_landback.conv_4, model.face_landback.conv_5]
+    ratios = {}
+    for index, stage in enumerate(stages):
+        stage.register_forward_hook(
+            lambda module, args, out, index=index: ratios.update({index: (out.pow(2).mean() / args[0].pow(2).mean())
+                                                                  .sqrt().item()}))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.landmark_features(torch.randn(2, 3, config.backbone_image_size, config.backbone_image_size))
+    assert len(ratios) == 3 and all(r < 2.0 for r in ratios.values()), ratios
+
+
 def test_prelu_starts_as_relu(tiny_model):
     fresh = GReFELForImageClassification(tiny_model.config)
     slopes = [m.weight for m in fresh.modules() if isinstance(m, torch.nn.PReLU)]
