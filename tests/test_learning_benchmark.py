@@ -86,3 +86,18 @@ def test_hard_data_rungs_report_balanced_accuracy_and_calibration(tmp_path, monk
         assert row["balanced_accuracy"] == pytest.approx(row["accuracy"]) and 0.0 < row["ece"] < 1.0
     linear = rows["grefel_linear"]
     assert 0.0 < linear["corrected_ece"] < 1.0 and linear["corrected_ece"] != linear["ece"]
+
+
+def test_first_step_probe_measures_how_far_each_group_moves_the_predictions(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import first_step
+
+    from modeling_grefel import GReFELConfig
+
+    config = GReFELConfig.tiny(num_labels=8)
+    moved = first_step.first_step_shift(config, batch_size=8, lr=1e-3)
+    assert {"ir_back", "fusion.blocks", "fusion.se_block", "grefel_head.primary"} <= set(moved["groups"])
+    assert moved["all"]["kl"] > 0 and moved["groups"]["fusion.blocks"]["kl"] > 0
+    # A step of size 0 leaves every prediction as it was: the parameters are restored and the masks redrawn alike.
+    still = first_step.first_step_shift(config, batch_size=8, lr=0.0)
+    assert all(entry == {"kl": 0.0, "prior_shift": 0.0} for entry in [still["all"], *still["groups"].values()])
