@@ -172,13 +172,15 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic") 
 
 
 def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: str = "paper",
-                dataset: str = "synthetic", precision: str = "fp32", overrides: dict | None = None) -> dict:
+                dataset: str = "synthetic", precision: str = "fp32", overrides: dict | None = None,
+                wide_lr_scale: float = 1.0) -> dict:
     """The paper-size network at 112 px (`preset="tiny"`: the tiny one at 64 px, the control) through the same data
     path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under CPU bf16 autocast (weights,
     gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the CPU has native
     bf16, where it runs the paper-size step ~2.2x faster. `overrides`: GReFELConfig arguments for the paper size
     (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`), or for the tiny
-    preset of the control (one paper-size component at a time, e.g. `{"hidden_size": 768}`)."""
+    preset of the control (one paper-size component at a time, e.g. `{"hidden_size": 768}`). `wide_lr_scale`: the
+    learning-rate factor of the fusion-wide parts (`build_optimizer`)."""
     from modeling_grefel import GReFELForImageClassification
     from modeling_grefel.inference_grefel import has_native_bf16
 
@@ -200,7 +202,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, drop_last=True,
                               generator=generator, collate_fn=TrainCollator(loader, size=augment.input_size))
-    optimizer = build_optimizer(model, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    optimizer = build_optimizer(model, lr=recipe["lr"], weight_decay=recipe["weight_decay"], wide_lr_scale=wide_lr_scale)
     warmup = max(1, steps // 20)  # the recipe's 5% (40 of 800 steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step, scheduler=recipe["scheduler"], warmup_steps=warmup, steps_per_epoch=len(train_loader),
@@ -238,7 +240,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
             labels.append(batch["labels"])
     scores = class_scores(torch.cat(probs).numpy(), torch.cat(labels).numpy(), names)
     return {"rung": rung, "seed": seed, **scores, "steps": steps, "batch_size": batch_size, "lr": recipe["lr"],
-            "precision": precision, "config_overrides": overrides or {},
+            "precision": precision, "config_overrides": overrides or {}, "wide_lr_scale": wide_lr_scale,
             "first_step_at_0.5": None, "left_plateau_at_step": left_plateau, "time_s": round(time.time() - started, 1),
             "loss_curve": curve}
 
@@ -327,6 +329,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--paper_lr", type=float, default=None,
                         help="Peak lr of the `paper` rung; default the synthetic recipe's (1e-3). The dataset recipes "
                              "train the paper size at 1e-4 (FERPlus) and 3e-4 (RAF-DB, FER2013).")
+    parser.add_argument("--paper_wide_lr_scale", type=float, default=1.0,
+                        help="Learning-rate factor of the fusion-wide parts (fusion ViT, token embedding, head) in the "
+                             "`paper` and `paper_control` rungs, e.g. 0.125 = 96 / 768: the per-step change those parts "
+                             "have in GReFEL-tiny (benchmarks/first_step.py).")
     parser.add_argument("--paper_config", type=json.loads, default=None,
                         help="GReFELConfig arguments overriding the `paper` rung's paper size (or the tiny preset "
                              "of `paper_control`), as JSON, e.g. '{\"embedding_pooling\": \"mean\", "
@@ -354,7 +360,7 @@ def main(argv=None) -> dict:
                     paper_recipe = {**recipe, "lr": args.paper_lr or recipe["lr"]}
                     preset = "tiny" if rung == "paper_control" else "paper"
                     row = train_paper(seed, paper_recipe, args.paper_steps, args.paper_batch, preset, dataset,
-                                      args.paper_precision, args.paper_config)
+                                      args.paper_precision, args.paper_config, args.paper_wide_lr_scale)
                 else:
                     row = train_plain(rung, seed, recipe, dataset)
                 row["data"] = args.data

@@ -108,21 +108,40 @@ def build_model(model_config: str, num_labels: int, *, num_anchors: int | None =
     return model
 
 
-def build_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+# The parts as wide as the fusion ViT's hidden size (768 at the paper size, 96 in GReFEL-tiny): its blocks, class and
+# position embeddings and SE gate, the token embedding into it, and the head on its embedding.
+WIDE_PARAMETER_PREFIXES = ("grefel.fusion.", "grefel.embed_", "grefel_head.")
+
+
+def build_optimizer(
+    model: torch.nn.Module, *, lr: float, weight_decay: float, wide_lr_scale: float = 1.0
+) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, with weight decay only on weight matrices and convolution kernels.
 
     Norm scales, biases, the class and position embeddings, layer-scale gains, PReLU slopes and the class anchors
     are not decayed (as transformers' Trainer and timm leave out norms and biases): decay there pulls a LayerNorm
     gain, a layer-scale gain or an anchor towards zero rather than regularising anything. Decoupled (AdamW), not
     Adam's L2 term, which Adam's normalisation turns into a full-size step towards zero wherever gradients are small.
+
+    `wide_lr_scale` multiplies the learning rate of the parts as wide as the fusion ViT (`WIDE_PARAMETER_PREFIXES`).
+    Adam moves every weight by about lr a step whatever its gradient, so a layer's output moves by about lr times the
+    L1 norm of its input, in proportion to its width (`benchmarks/first_step.py`): `96 / hidden_size` gives the
+    paper's 768-wide parts the per-step change they have in GReFEL-tiny (muP's width scaling for Adam, Yang et al.
+    2021, "Tensor Programs V").
     """
-    decay, no_decay = [], []
+    # Decayed, then not decayed (the layout resumed checkpoints hold); the wide parts' two groups after, when scaled.
+    keys = [(True, False), (False, False)] + ([(True, True), (False, True)] if wide_lr_scale != 1.0 else [])
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {key: [] for key in keys}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             is_kernel = parameter.ndim >= 2 and not name.endswith(("anchors", "cls_token", "pos_embed"))
-            (decay if is_kernel else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+            is_wide = wide_lr_scale != 1.0 and name.startswith(WIDE_PARAMETER_PREFIXES)
+            groups[is_kernel, is_wide].append(parameter)
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": weight_decay if is_kernel else 0.0,
+          "lr": lr * (wide_lr_scale if is_wide else 1.0)} for (is_kernel, is_wide), params in groups.items()],
+        lr=lr,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- batching

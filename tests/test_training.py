@@ -161,6 +161,22 @@ def test_optimizer_decays_only_weight_matrices_and_kernels():
     assert decayed | kept == trainable and not decayed & kept  # frozen landmark weights stay out
 
 
+def test_optimizer_scales_the_learning_rate_of_the_fusion_wide_parts_only():
+    from emotionnet.training import WIDE_PARAMETER_PREFIXES, build_model, build_optimizer
+
+    model = build_model("tiny", 8)
+    plain = build_optimizer(model, lr=1e-3, weight_decay=0.05)
+    assert [g["lr"] for g in plain.param_groups] == [1e-3, 1e-3]  # the layout of earlier checkpoints
+    scaled = build_optimizer(model, lr=1e-3, weight_decay=0.05, wide_lr_scale=0.125)
+    names = {id(p): n for n, p in model.named_parameters()}
+    lrs = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in scaled.param_groups for p in g["params"]}
+    assert lrs["grefel.fusion.blocks.0.attn.qkv.weight"] == (1.25e-4, 0.05)
+    assert lrs["grefel.fusion.pos_embed"] == (1.25e-4, 0.0) and lrs["grefel_head.anchors"] == (1.25e-4, 0.0)
+    assert lrs["grefel.embed_q.0.weight"] == (1.25e-4, 0.05)
+    assert lrs["grefel.ir_back.input_layer.0.weight"] == (1e-3, 0.05)
+    assert all((lr == 1.25e-4) == name.startswith(WIDE_PARAMETER_PREFIXES) for name, (lr, _) in lrs.items())
+
+
 # ------------------------------------------------------------------------------------------------ edge-case data
 EDGE_CLASSES = {"happy": 2, "angry": 2, "sad": 2, "surprised": 2, "fearful": 2, "disgusted": 2, "neutral": 2}
 
