@@ -1,6 +1,6 @@
 """First-step probe: how far does one AdamW step of each part of GReFEL move its predictions, at initialisation?
 
-    python benchmarks/first_step.py                                  # the cases below, ~1 min on 2 CPU cores
+    python benchmarks/first_step.py                                  # the cases below, minutes on 2 CPU cores
     python benchmarks/first_step.py --cases tiny tiny_fusion_768 --lr 1e-3 --output /tmp/first_step.json
 
 At its first step AdamW moves every parameter by lr * sign(gradient) (the bias-corrected moments cancel; eps aside),
