@@ -116,3 +116,17 @@ def test_largest_fitting_batch_doubles_until_memory_runs_out():
     assert benchmark.largest_fitting_batch(lambda batch: None, start=8, limit=40) == 32
     with pytest.raises(ValueError):  # anything but running out of memory is a failure, not a limit
         benchmark.largest_fitting_batch(lambda batch: int("x"), start=8, limit=40)
+
+
+def test_flop_counts_include_the_fused_attention_kernel():
+    """torch.utils.flop_counter misses the fused CPU attention kernel; the benchmark counts attention explicitly:
+    qkv and output projections plus QK^T and AV, 2 FLOPs per multiply-add."""
+    from modeling_grefel.attention_grefel import GReFELSelfAttention
+
+    benchmark = load_script(ROOT / "scripts" / "benchmark.py")
+    attention = GReFELSelfAttention(32, num_heads=4)
+    with benchmark.counted_flops() as counter:
+        attention(torch.randn(1, 10, 32))
+    projections = 2 * 10 * 32 * (3 * 32) + 2 * 10 * 32 * 32
+    products = 2 * (2 * 4 * 10 * 10 * 8)
+    assert counter.get_total_flops() == projections + products
