@@ -14,7 +14,7 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
 - `grefel_linear` (not in the default set): the same with the paper's linear trust ramp (`--trust_schedule linear`),
   so reliability balancing shapes the classification loss;
 - `paper` (not in the default set; about 1.5 h a seed on 2 CPU cores, ~1 h on one with `--paper_precision bf16` where
-  the CPU has native bf16, minutes on a GPU): the paper-size network at
+  the CPU has native bf16, minutes on a GPU, where `--paper_device` defaults to cuda): the paper-size network at
   112 px, GReFEL loss, on the same data path for `--paper_steps` steps (300) of batch `--paper_batch` (32), with the
   recipe's AdamW, peak lr, 5% warm-up and cosine; it logs the training loss and batch accuracy every 10 steps and
   reports the first step at which the 20-step running mean of the loss falls below 0.9 ln(C) (the chance plateau is
@@ -173,20 +173,23 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic") 
 
 def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: str = "paper",
                 dataset: str = "synthetic", precision: str = "fp32", overrides: dict | None = None,
-                wide_lr_scale: float = 1.0) -> dict:
+                wide_lr_scale: float = 1.0, device: str = "cpu") -> dict:
     """The paper-size network at 112 px (`preset="tiny"`: the tiny one at 64 px, the control) through the same data
     path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under CPU bf16 autocast (weights,
     gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the CPU has native
     bf16, where it runs the paper-size step ~2.2x faster. `overrides`: GReFELConfig arguments for the paper size
     (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`), or for the tiny
     preset of the control (one paper-size component at a time, e.g. `{"hidden_size": 768}`). `wide_lr_scale`: the
-    learning-rate factor of the fusion-wide parts (`build_optimizer`)."""
+    learning-rate factor of the fusion-wide parts (`build_optimizer`). `device`: where it trains ("cuda" on a GPU,
+    where a seed takes minutes instead of CPU hours; bf16 there needs a GPU with native bf16)."""
     from modeling_grefel import GReFELForImageClassification
     from modeling_grefel.inference_grefel import has_native_bf16
 
-    if precision == "bf16" and not has_native_bf16("cpu"):
-        raise SystemExit("--paper_precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where PyTorch "
-                         "emulates it ~300x slower than fp32; use --paper_precision fp32.")
+    device = torch.device(device)
+    if precision == "bf16" and not has_native_bf16(device):
+        where = ("this CPU has no native bf16 (AVX512-BF16 or AMX), where PyTorch emulates it ~300x slower than fp32"
+                 if device.type == "cpu" else f"{device} has no native bf16")
+        raise SystemExit(f"--paper_precision bf16: {where}; use --paper_precision fp32.")
 
     torch.manual_seed(seed)
     data = load_data(dataset)
@@ -196,8 +199,8 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
               else GReFELConfig.tiny(**{"num_labels": len(names), **(overrides or {})}))
     config.label_smoothing, config.trust_schedule = recipe["smoothing"], recipe["trust_schedule"]
     processor = GReFELImageProcessor.from_config(config)
-    model = GReFELForImageClassification(config)
-    augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[recipe["augment"]])
+    model = GReFELForImageClassification(config).to(device)
+    augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[recipe["augment"]]).to(device)
     loader = SafeImageLoader()
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, drop_last=True,
@@ -213,8 +216,9 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     while step < steps:
         for batch in train_loader:
             model.set_trust(step, steps)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = model(pixel_values=augment(batch["images"]), labels=batch["labels"])
+            images, labels = batch["images"].to(device), batch["labels"].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = model(pixel_values=augment(images), labels=labels)
             optimizer.zero_grad()
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -222,7 +226,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
             scheduler.step()
             step += 1
             losses.append(out.classification_loss.item())
-            hits.append((out.primary_probs.argmax(-1) == batch["labels"]).float().mean().item())
+            hits.append((out.primary_probs.argmax(-1) == labels).float().mean().item())
             if left_plateau is None and len(losses) >= 20 and np.mean(losses[-20:]) < plateau:
                 left_plateau = step
             if step % 10 == 0:
@@ -236,11 +240,12 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     eval_loader = DataLoader(data["validation"], batch_size=32, collate_fn=EvalCollator(loader, processor))
     with torch.no_grad():
         for batch in eval_loader:
-            probs.append(model(pixel_values=batch["pixel_values"]).logits.softmax(-1))
+            probs.append(model(pixel_values=batch["pixel_values"].to(device)).logits.softmax(-1).float().cpu())
             labels.append(batch["labels"])
     scores = class_scores(torch.cat(probs).numpy(), torch.cat(labels).numpy(), names)
     return {"rung": rung, "seed": seed, **scores, "steps": steps, "batch_size": batch_size, "lr": recipe["lr"],
-            "precision": precision, "config_overrides": overrides or {}, "wide_lr_scale": wide_lr_scale,
+            "precision": precision, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "config_overrides": overrides or {}, "wide_lr_scale": wide_lr_scale,
             "first_step_at_0.5": None, "left_plateau_at_step": left_plateau, "time_s": round(time.time() - started, 1),
             "loss_curve": curve}
 
@@ -340,6 +345,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--paper_precision", choices=("fp32", "bf16"), default="fp32",
                         help="Training precision of the `paper` and `paper_control` rungs: bf16 autocast runs the "
                              "paper-size step ~2.2x faster on a CPU with native bf16 (refused where it is emulated).")
+    parser.add_argument("--paper_device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="Device of the `paper` and `paper_control` rungs: 'cuda' (the default where a GPU is "
+                             "visible) or 'cpu'. The other rungs train on the CPU.")
     return parser.parse_args(argv)
 
 
@@ -360,7 +368,8 @@ def main(argv=None) -> dict:
                     paper_recipe = {**recipe, "lr": args.paper_lr or recipe["lr"]}
                     preset = "tiny" if rung == "paper_control" else "paper"
                     row = train_paper(seed, paper_recipe, args.paper_steps, args.paper_batch, preset, dataset,
-                                      args.paper_precision, args.paper_config, args.paper_wide_lr_scale)
+                                      args.paper_precision, args.paper_config, args.paper_wide_lr_scale,
+                                      args.paper_device)
                 else:
                     row = train_plain(rung, seed, recipe, dataset)
                 row["data"] = args.data

@@ -39,6 +39,24 @@ def test_plateau_rung_logs_a_loss_curve(monkeypatch):
     assert all(point["classification_loss"] > 0 and 0 <= point["batch_accuracy"] <= 1 for point in row["loss_curve"])
     assert row["left_plateau_at_step"] in (None, 20)  # a 20-step running mean exists from step 20 on
     assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0 and row["batch_size"] == 8
+    assert row["device"] == "cpu"
+
+
+def test_paper_rungs_take_a_device_and_refuse_bf16_where_it_is_emulated(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+    import torch
+
+    default = learning.parse_args(["--rungs", "paper"]).paper_device
+    assert default == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert learning.parse_args(["--paper_device", "cpu"]).paper_device == "cpu"
+    recipe = dict(learning.RECIPES["synthetic"])
+    # A device without native bf16 is refused by name before anything is built (the meta device has none).
+    with pytest.raises(SystemExit, match="meta has no native bf16; use --paper_precision fp32"):
+        learning.train_paper(0, recipe, steps=1, batch_size=8, precision="bf16", device="meta")
+    monkeypatch.setattr("modeling_grefel.inference_grefel.cpu_flags", lambda: ["avx2"])
+    with pytest.raises(SystemExit, match="this CPU has no native bf16"):
+        learning.train_paper(0, recipe, steps=1, batch_size=8, precision="bf16", device="cpu")
 
 
 def test_paper_config_overrides_reach_the_paper_size_network(monkeypatch):
