@@ -175,9 +175,9 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
                 dataset: str = "synthetic", precision: str = "fp32", overrides: dict | None = None,
                 wide_lr_scale: float = 1.0, device: str = "cpu") -> dict:
     """The paper-size network at 112 px (`preset="tiny"`: the tiny one at 64 px, the control) through the same data
-    path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under CPU bf16 autocast (weights,
-    gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the CPU has native
-    bf16, where it runs the paper-size step ~2.2x faster. `overrides`: GReFELConfig arguments for the paper size
+    path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under bf16 autocast on `device`
+    (weights, gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the device
+    has native bf16 (on such a CPU it runs the paper-size step ~2.2x faster). `overrides`: GReFELConfig arguments for the paper size
     (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`), or for the tiny
     preset of the control (one paper-size component at a time, e.g. `{"hidden_size": 768}`). `wide_lr_scale`: the
     learning-rate factor of the fusion-wide parts (`build_optimizer`). `device`: where it trains ("cuda" on a GPU,
