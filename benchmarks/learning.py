@@ -212,6 +212,9 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
         total_steps=steps))
     plateau = 0.9 * float(np.log(len(names)))
     started, step, losses, hits, curve, left_plateau = time.time(), 0, [], [], [], None
+    gate_input = {}
+    se_gate = model.grefel.fusion.se_block
+    se_gate.register_forward_hook(lambda module, inputs, output: gate_input.update(x=inputs[0].detach()))
     model.train()
     while step < steps:
         for batch in train_loader:
@@ -231,7 +234,8 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
                 left_plateau = step
             if step % 10 == 0:
                 curve.append({"step": step, "classification_loss": round(float(np.mean(losses[-10:])), 4),
-                              "batch_accuracy": round(float(np.mean(hits[-10:])), 4)})
+                              "batch_accuracy": round(float(np.mean(hits[-10:])), 4),
+                              **embedding_diagnostics(se_gate, gate_input["x"], out.embeddings.detach())})
                 print(json.dumps(curve[-1]), flush=True)
             if step == steps:
                 break
@@ -248,6 +252,18 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
             "config_overrides": overrides or {}, "wide_lr_scale": wide_lr_scale,
             "first_step_at_0.5": None, "left_plateau_at_step": left_plateau, "time_s": round(time.time() - started, 1),
             "loss_curve": curve}
+
+
+def embedding_diagnostics(se_gate: nn.Module, pooled: torch.Tensor, embeddings: torch.Tensor) -> dict:
+    """What the fusion ViT's SE gate lets through, on one training batch: the mean gate value (0.5 at init, 0 closed),
+    the share of gates below 0.05, and the share of the embedding's mean square that varies between the batch's
+    samples (0 when every image gets the same embedding, the ln C plateau's state)."""
+    with torch.no_grad():
+        gate = torch.sigmoid(se_gate.linear2(F.relu(se_gate.linear1(pooled)))).float()
+        embeddings = embeddings.float()
+        spread = (embeddings - embeddings.mean(0)).pow(2).mean() / embeddings.pow(2).mean().clamp_min(1e-12)
+    return {"se_gate_mean": round(float(gate.mean()), 4), "se_gate_closed": round(float((gate < 0.05).float().mean()), 4),
+            "embedding_spread": round(float(spread), 4)}
 
 
 def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_schedule: str | None = None) -> dict:

@@ -37,6 +37,9 @@ def test_plateau_rung_logs_a_loss_curve(monkeypatch):
     assert row["rung"] == "paper_control"
     assert [point["step"] for point in row["loss_curve"]] == [10, 20]
     assert all(point["classification_loss"] > 0 and 0 <= point["batch_accuracy"] <= 1 for point in row["loss_curve"])
+    # Twenty steps into training the SE gate is still near its initial 0.5 and the embedding varies between images.
+    assert all(0.3 < point["se_gate_mean"] < 0.7 and point["se_gate_closed"] < 0.5 for point in row["loss_curve"])
+    assert all(0.05 < point["embedding_spread"] <= 1.0 for point in row["loss_curve"])
     assert row["left_plateau_at_step"] in (None, 20)  # a 20-step running mean exists from step 20 on
     assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0 and row["batch_size"] == 8
     assert row["device"] == "cpu"
@@ -119,3 +122,26 @@ def test_first_step_probe_measures_how_far_each_group_moves_the_predictions(monk
     # A step of size 0 leaves every prediction as it was: the parameters are restored and the masks redrawn alike.
     still = first_step.first_step_shift(config, batch_size=8, lr=0.0)
     assert all(entry == {"kl": 0.0, "prior_shift": 0.0} for entry in [still["all"], *still["groups"].values()])
+
+
+def test_embedding_diagnostics_see_a_closed_gate_and_a_collapsed_embedding(monkeypatch):
+    """The paper rung's curve reports the SE gate and the embedding's spread: the state of a network stuck at ln C."""
+    import torch
+
+    from modeling_grefel import GReFELConfig, GReFELModel
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    gate = GReFELModel(GReFELConfig.tiny()).fusion.se_block
+    pooled = torch.randn(8, gate.linear1.in_features)
+    varied = torch.randn(8, gate.linear1.in_features)
+    open_gate = learning.embedding_diagnostics(gate, pooled, varied)
+    assert 0.4 < open_gate["se_gate_mean"] < 0.6 and open_gate["se_gate_closed"] == 0.0
+    assert open_gate["embedding_spread"] > 0.8  # independent random embeddings: nearly all of it between samples
+    with torch.no_grad():
+        gate.linear2.bias.fill_(-10.0)
+        gate.linear2.weight.zero_()
+    closed = learning.embedding_diagnostics(gate, pooled, varied[:1].expand(8, -1))
+    assert closed["se_gate_mean"] < 1e-4 and closed["se_gate_closed"] == 1.0
+    assert closed["embedding_spread"] == 0.0
