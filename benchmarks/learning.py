@@ -16,8 +16,8 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
 - `paper` (not in the default set; about 1.5 h a seed on 2 CPU cores, ~1 h on one with `--paper_precision bf16` where
   the CPU has native bf16, minutes on a GPU, where `--paper_device` defaults to cuda): the paper-size network at
   112 px, GReFEL loss, on the same data path for `--paper_steps` steps (300) of batch `--paper_batch` (32), with the
-  recipe's AdamW, peak lr, 5% warm-up and cosine; it logs the training loss and batch accuracy every 10 steps and
-  reports the first step at which the 20-step running mean of the loss falls below 0.9 ln(C) (the chance plateau is
+  recipe's AdamW, peak lr, 5% warm-up and cosine; it logs the training loss and batch accuracy every 10 steps (with
+  the fusion ViT's SE gate and the embedding's between-image spread: `embedding_diagnostics`) and reports the first step at which the 20-step running mean of the loss falls below 0.9 ln(C) (the chance plateau is
   ln C), then the validation accuracy at the end. The question it answers: do the fixes carry to the size people
   train on GPUs?
 - `paper_control` (not in the default set, a few minutes): GReFEL-tiny, which learns, through the `paper` rung's loop
