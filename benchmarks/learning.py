@@ -17,9 +17,9 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
   the CPU has native bf16, minutes on a GPU, where `--paper_device` defaults to cuda): the paper-size network at
   112 px, GReFEL loss, on the same data path for `--paper_steps` steps (300) of batch `--paper_batch` (32), with the
   recipe's AdamW, peak lr, 5% warm-up and cosine; it logs the training loss and batch accuracy every 10 steps (with
-  the fusion ViT's SE gate and the embedding's between-image spread: `embedding_diagnostics`) and reports the first step at which the 20-step running mean of the loss falls below 0.9 ln(C) (the chance plateau is
-  ln C), then the validation accuracy at the end. The question it answers: do the fixes carry to the size people
-  train on GPUs?
+  the fusion ViT's SE gate and the embedding's between-image spread: `embedding_diagnostics`) and reports the first
+  step at which the 20-step running mean of the loss falls below 0.9 ln(C) (the chance plateau is ln C), then the
+  validation accuracy at the end. The question it answers: do the fixes carry to the size people train on GPUs?
 - `paper_control` (not in the default set, a few minutes): GReFEL-tiny, which learns, through the `paper` rung's loop
   with the same steps and batch: whether that budget is enough images for this task to leave the plateau at all.
 
@@ -177,9 +177,9 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     """The paper-size network at 112 px (`preset="tiny"`: the tiny one at 64 px, the control) through the same data
     path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under bf16 autocast on `device`
     (weights, gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the device
-    has native bf16 (on such a CPU it runs the paper-size step ~2.2x faster). `overrides`: GReFELConfig arguments for the paper size
-    (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`), or for the tiny
-    preset of the control (one paper-size component at a time, e.g. `{"hidden_size": 768}`). `wide_lr_scale`: the
+    has native bf16 (on such a CPU it runs the paper-size step ~2.2x faster). `overrides`: GReFELConfig arguments for
+    the paper size (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`), or
+    for the tiny preset of the control (one paper-size component at a time, e.g. `{"hidden_size": 768}`). `wide_lr_scale`: the
     learning-rate factor of the fusion-wide parts (`build_optimizer`). `device`: where it trains ("cuda" on a GPU,
     where a seed takes minutes instead of CPU hours; bf16 there needs a GPU with native bf16)."""
     from modeling_grefel import GReFELForImageClassification
@@ -259,10 +259,11 @@ def embedding_diagnostics(se_gate: nn.Module, pooled: torch.Tensor, embeddings: 
     the share of gates below 0.05, and the share of the embedding's mean square that varies between the batch's
     samples (0 when every image gets the same embedding, the ln C plateau's state)."""
     with torch.no_grad():
-        gate = torch.sigmoid(se_gate.linear2(F.relu(se_gate.linear1(pooled)))).float()
+        gate = se_gate.gate(pooled).float()
         embeddings = embeddings.float()
         spread = (embeddings - embeddings.mean(0)).pow(2).mean() / embeddings.pow(2).mean().clamp_min(1e-12)
-    return {"se_gate_mean": round(float(gate.mean()), 4), "se_gate_closed": round(float((gate < 0.05).float().mean()), 4),
+    return {"se_gate_mean": round(float(gate.mean()), 4),
+            "se_gate_closed": round(float((gate < 0.05).float().mean()), 4),
             "embedding_spread": round(float(spread), 4)}
 
 

@@ -192,8 +192,12 @@ class GReFELSEGate(nn.Module):
         self.linear1 = nn.Linear(dim, dim)
         self.linear2 = nn.Linear(dim, dim)
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel factors in (0, 1) that `forward` multiplies x by."""
+        return torch.sigmoid(self.linear2(F.relu(self.linear1(x))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.linear2(F.relu(self.linear1(x))))
+        return x * self.gate(x)
 
 
 class GReFELFusionViT(nn.Module):
