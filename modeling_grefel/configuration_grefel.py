@@ -101,8 +101,12 @@ class GReFELConfig(PretrainedConfig):
             tiny network's class-token read-out stalled at chance where `mean` learned (the global-average read-out of
             Beyer et al. 2022, "Better plain ViT baselines for ImageNet-1k").
         head_hidden_sizes (`tuple[int, ...]`, *optional*, defaults to `(384, 192, 96)`):
-            Hidden widths of the primary MLP head (Linear-BatchNorm-ReLU-Dropout each), as in ARBEx; empty for a
-            single linear layer (the tiny preset: at its width the MLP head stalled at chance on the synthetic default).
+            Hidden widths of the primary MLP head (Linear-ReLU-BatchNorm-Dropout each, ARBEx's order:
+            takihasan/ARBEx, arbex/models/head.py); empty for a single linear layer (the tiny preset: trained from
+            scratch on the synthetic default, the MLP head kept GReFEL-tiny at chance for 800 steps, README "Learning").
+        head_batch_norm (`bool`, *optional*, defaults to `True`):
+            Whether each hidden layer of the primary head has its BatchNorm (ARBEx's `batch_norm` switch, on in its
+            training script).
         head_dropout (`float`, *optional*, defaults to 0.5):
             Dropout of the primary MLP head.
         num_anchors (`int`, *optional*, defaults to 10):
@@ -174,6 +178,7 @@ class GReFELConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-6,
         embedding_pooling: str = "cls",
         head_hidden_sizes=(384, 192, 96),
+        head_batch_norm: bool = True,
         head_dropout: float = 0.5,
         num_anchors: int = 10,
         anchor_temperature: float = 1.0,
@@ -218,6 +223,7 @@ class GReFELConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.embedding_pooling = embedding_pooling
         self.head_hidden_sizes = list(head_hidden_sizes)
+        self.head_batch_norm = head_batch_norm
         self.head_dropout = head_dropout
         self.num_anchors = num_anchors
         self.anchor_temperature = anchor_temperature

@@ -327,7 +327,9 @@ class GReFELAnchorHead(nn.Module):
         num_labels, dim = config.num_labels, config.hidden_size
         layers, width = [], dim
         for hidden in config.head_hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(config.head_dropout)]
+            # ARBEx's order: the BatchNorm after the ReLU (takihasan/ARBEx, arbex/models/head.py).
+            norm = [nn.BatchNorm1d(hidden)] if config.head_batch_norm else []
+            layers += [nn.Linear(width, hidden), nn.ReLU(), *norm, nn.Dropout(config.head_dropout)]
             width = hidden
         layers.append(nn.Linear(width, num_labels))
         self.primary = nn.Sequential(*layers)

@@ -387,3 +387,19 @@ def test_head_and_loss_stay_fp32_under_an_outer_bf16_autocast():
         assert probs.dtype == torch.float32
         torch.testing.assert_close(probs.sum(-1), torch.ones(4), atol=1e-5, rtol=0)
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_primary_mlp_head_has_arbex_layer_order(batch_norm):
+    # ARBEx (takihasan/ARBEx, arbex/models/head.py): Linear, ReLU, BatchNorm1d (its switch), Dropout per hidden layer.
+    config = GReFELConfig.tiny(head_hidden_sizes=(32, 16), head_dropout=0.5, head_batch_norm=batch_norm)
+    head = GReFELForImageClassification(config).grefel_head.primary
+    block = [torch.nn.Linear, torch.nn.ReLU, *([torch.nn.BatchNorm1d] if batch_norm else []), torch.nn.Dropout]
+    assert [type(layer) for layer in head] == block * 2 + [torch.nn.Linear]
+    assert [layer.out_features for layer in head if isinstance(layer, torch.nn.Linear)] == [32, 16, config.num_labels]
+    assert all(layer.p == 0.5 for layer in head if isinstance(layer, torch.nn.Dropout))
+    # A train-mode forward of the whole model with that head, and its gradient into the trunk.
+    model = GReFELForImageClassification(config).train()
+    out = model(pixels(config), labels=torch.tensor([0, 1, 2, 3]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.grefel.fusion.se_block.linear1.weight.grad.abs().sum() > 0
