@@ -363,8 +363,8 @@ class GReFELConfig(PretrainedConfig):
         8x8 windows so window partitioning is exercised. Three choices differ from the paper size because they decided
         whether it learned at all from scratch on the synthetic default (README, "Learning"): the backbones see the
         64-px input as it is (no resize to 56), the embedding is the mean of the fusion tokens
-        (`embedding_pooling="mean"`), and the primary head is one linear layer (an MLP head with BatchNorm stalled at
-        chance at this width). The second and third stages are 48 and 96 wide, not 32 and 64: at 16-32-64 the
+        (`embedding_pooling="mean"`), and the primary head is one linear layer (the paper's 384-192-96 MLP head kept it
+        at chance for 800 steps, with or without its BatchNorm and dropout). The second and third stages are 48 and 96 wide, not 32 and 64: at 16-32-64 the
         weakest class (contempt, one raised lip corner) was not fitted even on the training images (recall 0.59 there,
         0.40 on validation, seed 4) and widening the first stage cost twice the FLOPs for less.
         """
