@@ -5,13 +5,18 @@
 
 At its first step AdamW moves every parameter by lr * sign(gradient) (the bias-corrected moments cancel; eps aside),
 whatever the gradient's size, so a layer's output moves by about lr * ||input||_1: in proportion to its fan-in. The
-probe takes one batch of synthetic faces (every class equally, `make_synthetic_faces(seed=0)`), the GReFEL loss gradient at initialisation (train mode, trust 0),
-applies that step to one module group at a time (then to all of them) and reports how far the predictions move: the
+probe takes one batch of synthetic faces (every class equally, `make_synthetic_faces(seed=0)`), the GReFEL loss
+gradient at initialisation (train mode, trust 0), applies that step to one module group at a time (then to all of them) and reports how far the predictions move: the
 batch mean of KL(before || after) and the largest change of the batch-mean predicted distribution (a swing of the
 predicted class prior). Dropout and drop-path draw the same masks before and after (the generator is reseeded).
 
+It also reports what the head passes back to the trunk: the loss gradient at the embedding e (its norm over the batch,
+and the share of it that differs between images) beside e's RMS.
+
 Cases: `tiny` (the preset), `tiny_fusion_768` (the tiny preset with the paper's 768-wide, 2-block, 8-head fusion
-ViT: the learning benchmark's rung that stays on the ln C plateau) and `paper` (the paper size at 112 px).
+ViT: the learning benchmark's rung that stays on the ln C plateau), `tiny_paper_head` and `tiny_paper_head_no_bn`
+(the tiny preset with the paper's primary head, 384-192-96 with dropout 0.5, with and without its BatchNorms: rungs
+that stay on the plateau too) and `paper` (the paper size at 112 px).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from modeling_grefel import GReFELConfig, GReFELForImageClassification, GReFELIm
 CASES = {
     "tiny": ("tiny", {}),
     "tiny_fusion_768": ("tiny", {"hidden_size": 768, "fusion_num_heads": 8, "fusion_depth": 2}),
+    "tiny_paper_head": ("tiny", {"head_hidden_sizes": [384, 192, 96]}),
+    "tiny_paper_head_no_bn": ("tiny", {"head_hidden_sizes": [384, 192, 96], "head_batch_norm": False}),
     "paper": ("paper", {"image_size": 112}),
 }
 
@@ -62,8 +69,17 @@ def first_step_shift(config: GReFELConfig, batch_size: int = 64, lr: float = 1e-
     pixel_values = processor(list(examples["image"]), return_tensors="pt")["pixel_values"]
     labels = torch.tensor(list(examples["label"]))
 
+    captured = {}
+
+    def keep_embedding_grad(module, args):
+        args[0].retain_grad()
+        captured["embeddings"] = args[0]
+
+    hook = model.grefel_head.register_forward_pre_hook(keep_embedding_grad)
     torch.manual_seed(seed + 1)
     model(pixel_values=pixel_values, labels=labels).loss.backward()
+    hook.remove()
+    embeddings, gradient = captured["embeddings"].detach(), captured["embeddings"].grad
     steps = {name: -lr * p.grad.sign() for name, p in model.named_parameters() if p.grad is not None}
     groups: dict[str, list[str]] = {}
     for name in steps:
@@ -84,7 +100,12 @@ def first_step_shift(config: GReFELConfig, batch_size: int = 64, lr: float = 1e-
             kl = (before.exp() * (before - after)).sum(-1).mean().item()
             prior_shift = (after.exp().mean(0) - before.exp().mean(0)).abs().max().item()
             report[group] = {"kl": round(kl, 5), "prior_shift": round(prior_shift, 4)}
-    return {"groups": {k: v for k, v in report.items() if k != "all"}, "all": report["all"]}
+    # What the head passes back to the trunk: the loss gradient at the embedding e (all images together), and the
+    # share of it that differs between images (the part that can separate classes), beside e's own RMS.
+    between = (gradient - gradient.mean(0)).norm() / gradient.norm().clamp_min(1e-30)
+    embedding = {"rms": round(embeddings.pow(2).mean().sqrt().item(), 4),
+                 "gradient_norm": round(gradient.norm().item(), 5), "gradient_between_images": round(between.item(), 4)}
+    return {"groups": {k: v for k, v in report.items() if k != "all"}, "all": report["all"], "embedding": embedding}
 
 
 def markdown(results: dict) -> str:
@@ -98,6 +119,8 @@ def markdown(results: dict) -> str:
             entry = results[n]["all"] if group == "all" else results[n]["groups"].get(group)
             cells.append("-" if entry is None else f"{entry['kl']:.4f} / {entry['prior_shift']:.3f}")
         lines.append(f"| {'**all**' if group == 'all' else group} | " + " | ".join(cells) + " |")
+    cells = [f"{e['rms']:.3f} / {e['gradient_norm']:.4f}" for e in (results[n]["embedding"] for n in names)]
+    lines.append("| *embedding e: RMS / loss gradient norm* | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -66,6 +66,7 @@ from emotionnet.training import (  # noqa: E402
     lr_factor,
 )
 from modeling_grefel import GReFELConfig, GReFELImageProcessor, GReFELModel  # noqa: E402
+from modeling_grefel.modeling_grefel import mlp_classifier  # noqa: E402
 
 RUNGS = ("cnn", "trunk", "grefel", "grefel_linear", "paper", "paper_control")
 DEFAULT_RUNGS = ("cnn", "trunk", "grefel")
@@ -76,9 +77,11 @@ DATA = {"default": {}, "hard": dict(imbalance=10.0, label_noise=0.2)}
 
 
 class PlainCNN(nn.Module):
-    """The reference: four conv3x3-BN-ReLU pairs with max-pooling, global average pool, dropout, linear."""
+    """The reference: four conv3x3-BN-ReLU pairs with max-pooling, global average pool, dropout, linear. With
+    `head_hidden_sizes`, the paper's primary head (`mlp_classifier`, with the paper config's BatchNorm and dropout)
+    replaces the dropout and the linear layer."""
 
-    def __init__(self, num_labels: int, widths=(32, 64, 128, 128)):
+    def __init__(self, num_labels: int, widths=(32, 64, 128, 128), head_hidden_sizes=()):
         super().__init__()
         layers, channels = [], 3
         for width in widths:
@@ -87,20 +90,29 @@ class PlainCNN(nn.Module):
                 channels = width
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(0.2)
-        self.classifier = nn.Linear(channels, num_labels)
+        self.dropout = nn.Dropout(0.2) if not head_hidden_sizes else nn.Identity()
+        self.classifier = paper_head(channels, head_hidden_sizes, num_labels)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.features(pixel_values).mean(dim=(2, 3))))
 
 
-class TrunkClassifier(nn.Module):
-    """GReFEL's trunk with a linear layer on its embedding e: the network without the GReFEL head and loss."""
+def paper_head(in_features: int, hidden_sizes, num_labels: int) -> nn.Module:
+    """A linear layer, or with `hidden_sizes` the primary head as the paper config builds it."""
+    if not hidden_sizes:
+        return nn.Linear(in_features, num_labels)
+    paper = GReFELConfig()
+    return mlp_classifier(in_features, hidden_sizes, num_labels, paper.head_batch_norm, paper.head_dropout)
 
-    def __init__(self, config: GReFELConfig):
+
+class TrunkClassifier(nn.Module):
+    """GReFEL's trunk with a linear layer on its embedding e: the network without the GReFEL head and loss. With
+    `head_hidden_sizes`, the paper's primary head instead of the linear layer, still under plain cross-entropy."""
+
+    def __init__(self, config: GReFELConfig, head_hidden_sizes=()):
         super().__init__()
         self.trunk = GReFELModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = paper_head(config.hidden_size, head_hidden_sizes, config.num_labels)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.trunk(pixel_values).embeddings)
@@ -124,14 +136,16 @@ def load_data(dataset: str):
     return with_raw_images(load_fer_dataset(dataset, seed=0))
 
 
-def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic") -> dict:
-    """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch."""
+def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", head_hidden_sizes=()) -> dict:
+    """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch.
+    `head_hidden_sizes`: the paper's primary head (e.g. 384, 192, 96) in place of the rung's linear layer."""
     torch.manual_seed(seed)
     data = load_data(dataset)
     names = data["train"].features["label"].names
     config = GReFELConfig.tiny(num_labels=len(names))
     processor = GReFELImageProcessor.from_config(config)
-    model = PlainCNN(len(names)) if rung == "cnn" else TrunkClassifier(config)
+    model = (PlainCNN(len(names), head_hidden_sizes=head_hidden_sizes) if rung == "cnn"
+             else TrunkClassifier(config, head_hidden_sizes))
     augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[recipe["augment"]])
     loader = SafeImageLoader()
     generator = torch.Generator().manual_seed(seed)
@@ -167,7 +181,8 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic") 
         history.append({"step": step, "accuracy": scores["accuracy"]})
         if first_half is None and scores["accuracy"] >= 0.5:
             first_half = step
-    return {"rung": rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half,
+    head = {"head_hidden_sizes": list(head_hidden_sizes)} if head_hidden_sizes else {}
+    return {"rung": f"{rung}+paper_head" if head_hidden_sizes else rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half, **head,
             "time_s": round(time.time() - started, 1), "history": history}
 
 
@@ -297,10 +312,8 @@ def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_sche
 
 def summarise(rows: list[dict]) -> dict:
     summary = {}
-    for rung in RUNGS:
+    for rung in dict.fromkeys(r["rung"] for r in rows):  # the rungs, and `cnn+paper_head` apart from `cnn`
         mine = [r for r in rows if r["rung"] == rung]
-        if not mine:
-            continue
         entry = {"runs": len(mine), "seeds": len({r["seed"] for r in mine})}  # merged tables: a seed in several settings
         for key in ("accuracy", "corrected_accuracy", "balanced_accuracy", "macro_f1", "min_recall", "ece",
                     "corrected_ece", "time_s"):
@@ -343,6 +356,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", default=None,
                         help="Default: benchmarks/learning.json, or benchmarks/learning_hard.json for --data hard.")
     parser.add_argument("--num_epochs", type=int, default=None, help="Default: the synthetic recipe's (a smoke test).")
+    parser.add_argument("--plain_head_hidden_sizes", type=int, nargs="+", default=[],
+                        help="The `cnn` and `trunk` rungs with the paper's primary head (these hidden widths, e.g. 384 "
+                             "192 96, with its BatchNorm and dropout) in place of their linear layer.")
     parser.add_argument("--paper_steps", type=int, default=300, help="Steps of the `paper` rung.")
     parser.add_argument("--paper_batch", type=int, default=32,
                         help="Batch of the `paper` and `paper_control` rungs. 32, the recipes' batch: at 8 and 16 even "
@@ -388,7 +404,7 @@ def main(argv=None) -> dict:
                                       args.paper_precision, args.paper_config, args.paper_wide_lr_scale,
                                       args.paper_device)
                 else:
-                    row = train_plain(rung, seed, recipe, dataset)
+                    row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes)
                 row["data"] = args.data
                 if rung not in ("cnn", "paper"):  # the preset changed once; merged tables must say which one ran
                     row["tiny_hidden_sizes"] = list(GReFELConfig.tiny().hidden_sizes)

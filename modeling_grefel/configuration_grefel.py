@@ -103,7 +103,8 @@ class GReFELConfig(PretrainedConfig):
         head_hidden_sizes (`tuple[int, ...]`, *optional*, defaults to `(384, 192, 96)`):
             Hidden widths of the primary MLP head (Linear-ReLU-BatchNorm-Dropout each, ARBEx's order:
             takihasan/ARBEx, arbex/models/head.py); empty for a single linear layer (the tiny preset: trained from
-            scratch on the synthetic default, the MLP head kept GReFEL-tiny at chance for 800 steps, README "Learning").
+            scratch on the synthetic default, the MLP head kept GReFEL-tiny, and even a plain CNN, at chance for 800
+            steps, README "Learning"). Train from random backbone weights with the linear head.
         head_batch_norm (`bool`, *optional*, defaults to `True`):
             Whether each hidden layer of the primary head has its BatchNorm (ARBEx's `batch_norm` switch, on in its
             training script).

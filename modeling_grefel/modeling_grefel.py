@@ -319,20 +319,26 @@ class GReFELModel(GReFELPreTrainedModel):
 
 
 # ----------------------------------------------------------------------------------------------- head
+def mlp_classifier(in_features: int, hidden_sizes, num_labels: int, batch_norm: bool, dropout: float) -> nn.Sequential:
+    """The primary head: per hidden width Linear-ReLU-BatchNorm-Dropout, in ARBEx's order with the BatchNorm after the
+    ReLU (takihasan/ARBEx, arbex/models/head.py), then the classifier; no hidden width: the classifier alone."""
+    layers, width = [], in_features
+    for hidden in hidden_sizes:
+        norm = [nn.BatchNorm1d(hidden)] if batch_norm else []
+        layers += [nn.Linear(width, hidden), nn.ReLU(), *norm, nn.Dropout(dropout)]
+        width = hidden
+    layers.append(nn.Linear(width, num_labels))
+    return nn.Sequential(*layers)
+
+
 class GReFELAnchorHead(nn.Module):
     """Primary MLP, geometry-aware class anchors, batch attentive correction and reliability balancing."""
 
     def __init__(self, config: GReFELConfig):
         super().__init__()
         num_labels, dim = config.num_labels, config.hidden_size
-        layers, width = [], dim
-        for hidden in config.head_hidden_sizes:
-            # ARBEx's order: the BatchNorm after the ReLU (takihasan/ARBEx, arbex/models/head.py).
-            norm = [nn.BatchNorm1d(hidden)] if config.head_batch_norm else []
-            layers += [nn.Linear(width, hidden), nn.ReLU(), *norm, nn.Dropout(config.head_dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, num_labels))
-        self.primary = nn.Sequential(*layers)
+        self.primary = mlp_classifier(dim, config.head_hidden_sizes, num_labels, config.head_batch_norm,
+                                      config.head_dropout)
         self.anchors = nn.Parameter(torch.zeros(num_labels, config.num_anchors, dim))
         self.query = nn.Linear(dim, num_labels)
         self.key = nn.Linear(dim, num_labels)

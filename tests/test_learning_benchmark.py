@@ -122,6 +122,12 @@ def test_first_step_probe_measures_how_far_each_group_moves_the_predictions(monk
     # A step of size 0 leaves every prediction as it was: the parameters are restored and the masks redrawn alike.
     still = first_step.first_step_shift(config, batch_size=8, lr=0.0)
     assert all(entry == {"kl": 0.0, "prior_shift": 0.0} for entry in [still["all"], *still["groups"].values()])
+    # What the head passes back to the trunk: three default-initialised hidden layers without BatchNorm shrink it.
+    embedding = moved["embedding"]
+    assert embedding["rms"] > 0 and embedding["gradient_norm"] > 0 and 0 < embedding["gradient_between_images"] <= 1
+    deep = first_step.first_step_shift(GReFELConfig.tiny(num_labels=8, **first_step.CASES["tiny_paper_head_no_bn"][1]),
+                                       batch_size=8, lr=1e-3)
+    assert deep["embedding"]["gradient_norm"] < embedding["gradient_norm"] / 3
 
 
 def test_embedding_diagnostics_see_a_closed_gate_and_a_collapsed_embedding(monkeypatch):
@@ -145,3 +151,30 @@ def test_embedding_diagnostics_see_a_closed_gate_and_a_collapsed_embedding(monke
     closed = learning.embedding_diagnostics(gate, pooled, varied[:1].expand(8, -1))
     assert closed["se_gate_mean"] < 1e-4 and closed["se_gate_closed"] == 1.0
     assert closed["embedding_spread"] == 0.0
+
+
+def test_plain_rungs_take_the_papers_head_and_are_summarised_apart(monkeypatch):
+    """`--plain_head_hidden_sizes`: the CNN and the trunk with the paper's primary head, a rung of their own."""
+    import torch
+    from torch import nn
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    from modeling_grefel import GReFELConfig
+
+    cnn = learning.PlainCNN(8, widths=(4, 8), head_hidden_sizes=[16, 12])
+    kinds = [type(layer) for layer in cnn.classifier]
+    assert kinds == [nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout] * 2 + [nn.Linear]
+    assert cnn.classifier[0].in_features == 8 and cnn.classifier[3].p == GReFELConfig().head_dropout
+    assert cnn(torch.randn(4, 3, 16, 16)).shape == (4, 8)
+    trunk = learning.TrunkClassifier(GReFELConfig.tiny(num_labels=8), head_hidden_sizes=[16])
+    assert trunk.classifier[0].in_features == GReFELConfig.tiny().hidden_size
+    assert isinstance(learning.PlainCNN(8).classifier, nn.Linear)  # the reference itself is unchanged
+
+    rows = [{"rung": "cnn", "seed": 0, "accuracy": 0.9, "macro_f1": 0.9, "min_recall": 0.8, "time_s": 1.0,
+             "first_step_at_0.5": 40},
+            {"rung": "cnn+paper_head", "seed": 0, "accuracy": 0.1, "macro_f1": 0.1, "min_recall": 0.0, "time_s": 1.0,
+             "first_step_at_0.5": None}]
+    summary = learning.summarise(rows)
+    assert summary["cnn"]["mean_accuracy"] == 0.9 and summary["cnn+paper_head"]["mean_accuracy"] == 0.1
