@@ -4,6 +4,7 @@ batching, outputs."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pickle
@@ -86,10 +87,28 @@ def lr_factor(step: int, *, scheduler: str, warmup_steps: int, steps_per_epoch: 
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+# Why a preset's MLP primary head, trained from random weights, gets a warning: measured in benchmarks/learning.py.
+RANDOM_WEIGHTS_MLP_HEAD = (
+    "--model_config {preset} starts from random weights with the primary MLP head {sizes}: from random weights this "
+    "head kept GReFEL-tiny, and even a plain CNN, at chance for 800 steps on the synthetic default, where a linear "
+    "head learned (README, 'The paper's primary head is a brake'). Start from converted official weights "
+    "(scripts/convert_weights.py), as the paper does, or train a linear head: --head_hidden_sizes with no widths."
+)
+
+
 def build_model(model_config: str, num_labels: int, *, num_anchors: int | None = None,
-                smoothing: float | None = None, trust_schedule: str | None = None) -> GReFELForImageClassification:
-    """A GReFEL model from a preset name (`tiny`, `paper`), a folder or a Hub id, set to `num_labels` classes."""
+                smoothing: float | None = None, trust_schedule: str | None = None,
+                head_hidden_sizes: list[int] | None = None) -> GReFELForImageClassification:
+    """A GReFEL model from a preset name (`tiny`, `paper`), a folder or a Hub id, set to `num_labels` classes.
+    `head_hidden_sizes` (presets only): the primary head's hidden widths, [] for a linear head."""
     overrides = {}
+    if head_hidden_sizes is not None:
+        if model_config not in ("tiny", "paper"):
+            raise ValueError(
+                f"--head_hidden_sizes applies to the presets (tiny, paper), not to --model_config {model_config}, "
+                "whose saved head keeps its own widths; leave --head_hidden_sizes out, or start from a preset."
+            )
+        overrides["head_hidden_sizes"] = head_hidden_sizes
     if num_anchors is not None:
         overrides["num_anchors"] = num_anchors
     if smoothing is not None:
@@ -98,6 +117,9 @@ def build_model(model_config: str, num_labels: int, *, num_anchors: int | None =
         overrides["trust_schedule"] = trust_schedule
     if model_config in ("tiny", "paper"):
         config = getattr(GReFELConfig, model_config)(num_labels=num_labels, **overrides)
+        if config.head_hidden_sizes:
+            logging.getLogger(__name__).warning(
+                RANDOM_WEIGHTS_MLP_HEAD.format(preset=model_config, sizes="-".join(map(str, config.head_hidden_sizes))))
         return GReFELForImageClassification(config)
     model = GReFELForImageClassification.from_pretrained(model_config, **overrides)
     if model.config.num_labels != num_labels:

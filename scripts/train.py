@@ -86,6 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--soft_labels", action="store_true", help="Train on FERPlus vote distributions.")
     parser.add_argument("--model_config", default=None,
                         help="'tiny', 'paper', or a model folder / Hub id to start from (e.g. converted weights).")
+    parser.add_argument("--head_hidden_sizes", type=int, nargs="*", default=None,
+                        help="Hidden widths of the primary head of a preset (--model_config tiny or paper); given "
+                             "with no widths, a linear head, which is what learns from random weights (README).")
     parser.add_argument("--num_anchors", type=int, default=None)
     parser.add_argument("--smoothing", type=float, default=None, help="Label smoothing of L_cls.")
     parser.add_argument("--trust_schedule", choices=TRUST_SCHEDULES, default=None,
@@ -211,8 +214,12 @@ def main(argv=None) -> dict:
         raise SystemExit(str(err)) from None
 
     # ---------------------------------------------------------------- model
-    model = build_model(args.model_config, len(label_names), num_anchors=args.num_anchors, smoothing=args.smoothing,
-                        trust_schedule=args.trust_schedule)
+    try:
+        model = build_model(args.model_config, len(label_names), num_anchors=args.num_anchors,
+                            smoothing=args.smoothing, trust_schedule=args.trust_schedule,
+                            head_hidden_sizes=args.head_hidden_sizes)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     config = model.config
     processor = GReFELImageProcessor.from_config(config)
     augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[args.augment]).to(accelerator.device)

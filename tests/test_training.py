@@ -161,6 +161,29 @@ def test_optimizer_decays_only_weight_matrices_and_kernels():
     assert decayed | kept == trainable and not decayed & kept  # frozen landmark weights stay out
 
 
+def test_a_preset_with_an_mlp_head_from_random_weights_warns_and_takes_a_linear_head(tmp_path, caplog):
+    """The paper preset's MLP head stays at chance from random weights (README): say so, and offer the linear head."""
+    import logging
+
+    from torch import nn
+
+    from emotionnet.training import build_model
+
+    with caplog.at_level(logging.WARNING, logger="emotionnet.training"):
+        tiny = build_model("tiny", 8)
+    assert not caplog.records and isinstance(tiny.grefel_head.primary[0], nn.Linear)
+    with caplog.at_level(logging.WARNING, logger="emotionnet.training"):
+        build_model("tiny", 8, head_hidden_sizes=[32, 16])
+    assert "--head_hidden_sizes with no widths" in caplog.text and "32-16" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="emotionnet.training"):
+        linear = build_model("tiny", 8, head_hidden_sizes=[])
+    assert not caplog.records and [type(m) for m in linear.grefel_head.primary] == [nn.Linear]
+    tiny.save_pretrained(tmp_path / "saved")
+    with pytest.raises(ValueError, match="applies to the presets"):
+        build_model(str(tmp_path / "saved"), 8, head_hidden_sizes=[])
+
+
 def test_optimizer_scales_the_learning_rate_of_the_fusion_wide_parts_only():
     from emotionnet.training import WIDE_PARAMETER_PREFIXES, build_model, build_optimizer
 
