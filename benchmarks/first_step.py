@@ -6,9 +6,9 @@
 At its first step AdamW moves every parameter by lr * sign(gradient) (the bias-corrected moments cancel; eps aside),
 whatever the gradient's size, so a layer's output moves by about lr * ||input||_1: in proportion to its fan-in. The
 probe takes one batch of synthetic faces (every class equally, `make_synthetic_faces(seed=0)`), the GReFEL loss
-gradient at initialisation (train mode, trust 0), applies that step to one module group at a time (then to all of them) and reports how far the predictions move: the
-batch mean of KL(before || after) and the largest change of the batch-mean predicted distribution (a swing of the
-predicted class prior). Dropout and drop-path draw the same masks before and after (the generator is reseeded).
+gradient at initialisation (train mode, trust 0), applies that step to one module group at a time (then to all of
+them) and reports how far the predictions move: the batch mean of KL(before || after) and the largest change of the
+batch-mean predicted distribution (a swing of the predicted class prior). Dropout and drop-path draw the same masks before and after (the generator is reseeded).
 
 It also reports what the head passes back to the trunk: the loss gradient at the embedding e (its norm over the batch,
 and the share of it that differs between images) beside e's RMS.

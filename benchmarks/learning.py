@@ -181,8 +181,8 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", 
         history.append({"step": step, "accuracy": scores["accuracy"]})
         if first_half is None and scores["accuracy"] >= 0.5:
             first_half = step
-    head = {"head_hidden_sizes": list(head_hidden_sizes)} if head_hidden_sizes else {}
-    return {"rung": f"{rung}+paper_head" if head_hidden_sizes else rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half, **head,
+    head = {"rung": f"{rung}+paper_head", "head_hidden_sizes": list(head_hidden_sizes)} if head_hidden_sizes else {}
+    return {"rung": rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half, **head,
             "time_s": round(time.time() - started, 1), "history": history}
 
 
