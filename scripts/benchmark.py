@@ -9,6 +9,9 @@ Sections:
   train     training throughput (images/s) of the tiny and paper-size configs: augmentation on the device, forward,
             backward and an Adam step, median of timed steps after warm-up; on a CUDA GPU also the paper size under
             bf16 autocast at the largest batch that fits (doubling from 8 up to 1024).
+  allocator the tiny training step on the CPU with glibc's default allocation thresholds and with
+            `emotionnet.training.keep_freed_memory` (which scripts/train.py applies there), each in its own fresh
+            process, alternated --allocator_rounds times; the ratio of the medians.
   latency   latency of the face pipeline (detection + classification; eager and `auto`) for the tiny and paper-size
             models on the 512x512 example photo and a 640x480 frame with one face, and of the detector alone.
   inference the inference paths (`optimize_for_inference`, and ONNX Runtime fp32 and static int8, every multiply-add
@@ -21,6 +24,7 @@ Sections:
             run: the official POSTER++ code is not available offline.
 
     python scripts/benchmark.py --sections inference --output benchmarks/inference.json
+    python scripts/benchmark.py --sections allocator --output benchmarks/allocator.json
 """
 
 from __future__ import annotations
@@ -338,6 +342,52 @@ def peak_rss_alone(preset: str, path: str, batches: list[int], device: str, onnx
     return {int(batch): mb for batch, mb in json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"].items()}
 
 
+def allocator_probe(keep: bool, batch_size: int, steps: int) -> dict:
+    """In this (fresh) process: the tiny training step on the CPU, with `keep_freed_memory` applied first or not; its
+    median wall time, and per step the process's user and system CPU seconds and minor page faults."""
+    import resource
+
+    from emotionnet.training import keep_freed_memory
+
+    kept = keep_freed_memory() if keep else False
+    train_throughput("tiny", batch_size, "cpu", steps=1, warmup=2)  # the heap grows to its working size
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    row = train_throughput("tiny", batch_size, "cpu", steps, warmup=0)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {"keep_freed_memory": kept, **row, "user_s_per_step": (after.ru_utime - before.ru_utime) / steps,
+            "system_s_per_step": (after.ru_stime - before.ru_stime) / steps,
+            "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps}
+
+
+ALLOCATOR_FIGURES = ("median_step_s", "user_s_per_step", "system_s_per_step", "page_faults_per_step")
+
+
+def allocator_section(batch_size: int, steps: int, rounds: int) -> dict:
+    """The tiny training step with glibc's default allocation thresholds and with `keep_freed_memory` (what
+    `scripts/train.py` applies on a CPU), each in a fresh process, the two alternated `rounds` times: the heap a process
+    has built up decides the cost, so the two settings cannot share one. Per setting, the median over its processes of
+    each of `ALLOCATOR_FIGURES`; compare wall times only as a ratio."""
+    runs: dict[str, list[dict]] = {"default": [], "keep_freed_memory": []}
+    for _ in range(rounds):
+        for name in runs:
+            command = [sys.executable, str(Path(__file__).resolve()), "--allocator_probe",
+                       "on" if name == "keep_freed_memory" else "off", "--tiny_batch_size", str(batch_size),
+                       "--steps", str(steps)]
+            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                raise RuntimeError(f"allocator probe {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    result = {"preset": "tiny", "batch_size": batch_size, "steps": steps, "rounds": rounds, "cpu": cpu_name(),
+              "threads": torch.get_num_threads(), "applied": all(run["keep_freed_memory"]
+                                                                 for run in runs["keep_freed_memory"])}
+    for figure in ALLOCATOR_FIGURES:
+        result[figure] = {name: statistics.median(run[figure] for run in values) for name, values in runs.items()}
+    result["per_process_step_s"] = {name: [run["median_step_s"] for run in values] for name, values in runs.items()}
+    result["keep_freed_memory_vs_default"] = result["median_step_s"]["keep_freed_memory"] / \
+        result["median_step_s"]["default"]
+    return result
+
+
 @torch.no_grad()
 def predictions(model, inputs: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     return torch.cat([model(inputs[i : i + chunk]).logits.argmax(-1) for i in range(0, len(inputs), chunk)])
@@ -568,7 +618,7 @@ def inference_section(args) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=["size", "train", "latency"],
-                        choices=["size", "train", "latency", "inference"])
+                        choices=["size", "train", "allocator", "latency", "inference"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=5, help="Timed training steps per config.")
     parser.add_argument("--tiny_batch_size", type=int, default=32)
@@ -591,9 +641,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--no_isolated_rss", action="store_true",
                         help="Skip the fresh process per inference row that measures each path's peak RSS alone.")
     parser.add_argument("--output", default="benchmarks/results.json")
+    parser.add_argument("--allocator_rounds", type=int, default=5,
+                        help="Fresh processes per allocator setting (the allocator section alternates them).")
+    parser.add_argument("--allocator_probe", choices=("on", "off"), help=argparse.SUPPRESS)
     parser.add_argument("--rss_probe", nargs=3, metavar=("PRESET", "PATH", "BATCHES"), help=argparse.SUPPRESS)
     parser.add_argument("--rss_probe_onnx", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.allocator_probe:  # a child process of allocator_section
+        report = allocator_probe(args.allocator_probe == "on", args.tiny_batch_size, args.steps)
+        print(json.dumps(report))
+        return report
     if args.rss_probe:  # the child process of peak_rss_alone
         preset, path, batches = args.rss_probe
         report = rss_probe(preset, path, [int(b) for b in batches.split(",")], args.device, args.rss_probe_onnx)
@@ -612,6 +669,8 @@ def main(argv=None) -> dict:
         ]
         if args.device == "cuda":  # on a CPU an allocation past memory kills the process instead of raising
             results["train"].append(largest_batch_training("paper", args.device, args.steps))
+    if "allocator" in args.sections:
+        results["allocator"] = allocator_section(args.tiny_batch_size, max(args.steps, 30), args.allocator_rounds)
     if "latency" in args.sections:
         results["latency"] = latency_section(args.device, args.repeats, args.latency_presets)
     if "inference" in args.sections:

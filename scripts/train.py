@@ -54,6 +54,7 @@ from emotionnet.training import (
     TrainCollator,
     build_model,
     build_optimizer,
+    keep_freed_memory,
     leave_process_group,
     load_checkpoint,
     lr_factor,
@@ -176,6 +177,8 @@ def main(argv=None) -> dict:
     if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not has_native_bf16("cpu"):
         raise SystemExit("--mixed_precision bf16 on this CPU: it has no native bf16 (AVX512-BF16 or AMX), where PyTorch "
                          "emulates bf16 many times slower than fp32; train with --mixed_precision no.")
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # each step's activations reuse the last step's memory instead of faulting in new pages
     set_seed(args.seed)
     run_folder = RunFolder(output_dir)
     if args.resume_from_checkpoint and run_folder.is_finished():

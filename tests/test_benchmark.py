@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,15 @@ def test_flop_counts_include_the_fused_attention_kernel():
     projections = 2 * 10 * 32 * (3 * 32) + 2 * 10 * 32 * 32
     products = 2 * (2 * 4 * 10 * 10 * 8)
     assert counter.get_total_flops() == projections + products
+
+
+def test_allocator_section_times_each_setting_in_its_own_process_and_reports_the_ratio():
+    benchmark = load_script(ROOT / "scripts" / "benchmark.py")
+    result = benchmark.allocator_section(batch_size=2, steps=2, rounds=1)
+    assert result["applied"] is (platform.libc_ver()[0] == "glibc")
+    for figure in benchmark.ALLOCATOR_FIGURES:
+        assert set(result[figure]) == {"default", "keep_freed_memory"}, figure
+    assert all(len(values) == 1 and values[0] > 0 for values in result["per_process_step_s"].values())
+    assert result["median_step_s"]["default"] > 0 and result["user_s_per_step"]["default"] > 0
+    assert result["keep_freed_memory_vs_default"] == pytest.approx(
+        result["median_step_s"]["keep_freed_memory"] / result["median_step_s"]["default"])

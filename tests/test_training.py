@@ -306,3 +306,41 @@ def test_bf16_training_runs_on_a_cpu_with_native_bf16(tmp_path):
                  "bf16", "--output_dir", str(tmp_path)])
     results = results_of(tmp_path)
     assert results["global_step"] == 4 and 0.0 <= results["eval_accuracy"] <= 1.0
+
+
+KEEP_FREED_MEMORY_PROBE = """
+import ctypes, json, sys
+import torch
+from emotionnet.training import keep_freed_memory
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = Mallinfo2
+applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+before = mallinfo2().hblkhd
+buffer = torch.empty(24 * 2**20, dtype=torch.uint8)  # 24 MiB, past glibc's default mmap threshold
+during = mallinfo2().hblkhd
+print(json.dumps({"applied": applied, "mmapped": during - before}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_serves_large_buffers_from_the_heap_instead_of_fresh_mappings():
+    """With glibc's defaults a 24 MiB tensor is its own mmap (freed by munmap, faulted in anew on every training step);
+    after keep_freed_memory it comes from the heap, where the next step finds it again."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    reports = {}
+    for mode in ("default", "keep"):
+        done = subprocess.run([sys.executable, "-c", KEEP_FREED_MEMORY_PROBE, mode], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        reports[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not reports["default"]["applied"] and reports["default"]["mmapped"] >= 24 * 2**20, reports
+    assert reports["keep"] == {"applied": True, "mmapped": 0}, reports
