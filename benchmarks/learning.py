@@ -10,6 +10,8 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
 - `cnn`: a plain CNN reference, 4 x (conv3x3-BN-ReLU x2, max-pool) with 32-64-128-128 channels, global average pool,
   dropout 0.2, linear (0.58M parameters), cross-entropy with the recipe's label smoothing;
 - `trunk`: the GReFEL-tiny trunk (`GReFELModel`) with one linear layer on its embedding, the same cross-entropy;
+  with `--plain_head_hidden_sizes 384 192 96` both take the paper's primary head instead (rung `cnn+paper_head`), and
+  `--plain_head_batch_norm before_relu|none` / `--plain_head_dropout 0` vary it (rungs named by what differs);
 - `grefel`: full GReFEL-tiny trained by `scripts/train.py` itself (anchors, reliability balancing, GReFEL loss);
 - `grefel_linear` (not in the default set): the same with the paper's linear trust ramp (`--trust_schedule linear`),
   so reliability balancing shapes the classification loss;
@@ -79,10 +81,10 @@ DATA = {"default": {}, "hard": dict(imbalance=10.0, label_noise=0.2)}
 
 class PlainCNN(nn.Module):
     """The reference: four conv3x3-BN-ReLU pairs with max-pooling, global average pool, dropout, linear. With
-    `head_hidden_sizes`, the paper's primary head (`mlp_classifier`, with the paper config's BatchNorm and dropout)
-    replaces the dropout and the linear layer."""
+    `head_hidden_sizes`, the paper's primary head (`paper_head`: by default with the paper config's BatchNorm and
+    dropout) replaces the dropout and the linear layer."""
 
-    def __init__(self, num_labels: int, widths=(32, 64, 128, 128), head_hidden_sizes=()):
+    def __init__(self, num_labels: int, widths=(32, 64, 128, 128), head_hidden_sizes=(), **head_options):
         super().__init__()
         layers, channels = [], 3
         for width in widths:
@@ -92,28 +94,52 @@ class PlainCNN(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(0.2) if not head_hidden_sizes else nn.Identity()
-        self.classifier = paper_head(channels, head_hidden_sizes, num_labels)
+        self.classifier = paper_head(channels, head_hidden_sizes, num_labels, **head_options)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.features(pixel_values).mean(dim=(2, 3))))
 
 
-def paper_head(in_features: int, hidden_sizes, num_labels: int) -> nn.Module:
-    """A linear layer, or with `hidden_sizes` the primary head as the paper config builds it."""
+HEAD_BATCH_NORMS = ("after_relu", "before_relu", "none")
+
+
+def paper_head(in_features: int, hidden_sizes, num_labels: int, batch_norm: str = "after_relu",
+               dropout: float | None = None) -> nn.Module:
+    """A linear layer, or with `hidden_sizes` the primary head as the paper config builds it (`mlp_classifier`:
+    Linear-ReLU-BatchNorm-Dropout per width, ARBEx's order, dropout 0.5). Variants, to find what in that head keeps
+    features learned from scratch at chance: `batch_norm="before_relu"` (Linear-BatchNorm-ReLU-Dropout, the common
+    order, which the paper config does not use) or `"none"`, and `dropout` in place of the paper config's."""
     if not hidden_sizes:
         return nn.Linear(in_features, num_labels)
+    if batch_norm not in HEAD_BATCH_NORMS:
+        raise ValueError(f"batch_norm={batch_norm!r}: expected one of {HEAD_BATCH_NORMS}.")
     paper = GReFELConfig()
-    return mlp_classifier(in_features, hidden_sizes, num_labels, paper.head_batch_norm, paper.head_dropout)
+    dropout = paper.head_dropout if dropout is None else dropout
+    if batch_norm != "before_relu":
+        return mlp_classifier(in_features, hidden_sizes, num_labels, batch_norm == "after_relu", dropout)
+    layers, width = [], in_features
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout)]
+        width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, num_labels))
+
+
+def head_rung_name(rung: str, batch_norm: str = "after_relu", dropout: float | None = None) -> str:
+    """`cnn+paper_head` for the paper config's head; a variant names what differs, e.g.
+    `cnn+paper_head(batch_norm=before_relu,dropout=0.0)`."""
+    changes = ([f"batch_norm={batch_norm}"] if batch_norm != "after_relu" else []) + (
+        [f"dropout={dropout}"] if dropout is not None else [])
+    return f"{rung}+paper_head" + (f"({','.join(changes)})" if changes else "")
 
 
 class TrunkClassifier(nn.Module):
     """GReFEL's trunk with a linear layer on its embedding e: the network without the GReFEL head and loss. With
     `head_hidden_sizes`, the paper's primary head instead of the linear layer, still under plain cross-entropy."""
 
-    def __init__(self, config: GReFELConfig, head_hidden_sizes=()):
+    def __init__(self, config: GReFELConfig, head_hidden_sizes=(), **head_options):
         super().__init__()
         self.trunk = GReFELModel(config)
-        self.classifier = paper_head(config.hidden_size, head_hidden_sizes, config.num_labels)
+        self.classifier = paper_head(config.hidden_size, head_hidden_sizes, config.num_labels, **head_options)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.trunk(pixel_values).embeddings)
@@ -137,16 +163,18 @@ def load_data(dataset: str):
     return with_raw_images(load_fer_dataset(dataset, seed=0))
 
 
-def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", head_hidden_sizes=()) -> dict:
+def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", head_hidden_sizes=(),
+                **head_options) -> dict:
     """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch.
-    `head_hidden_sizes`: the paper's primary head (e.g. 384, 192, 96) in place of the rung's linear layer."""
+    `head_hidden_sizes`: the paper's primary head (e.g. 384, 192, 96) in place of the rung's linear layer;
+    `head_options`: `paper_head`'s `batch_norm` and `dropout` variants of it."""
     torch.manual_seed(seed)
     data = load_data(dataset)
     names = data["train"].features["label"].names
     config = GReFELConfig.tiny(num_labels=len(names))
     processor = GReFELImageProcessor.from_config(config)
-    model = (PlainCNN(len(names), head_hidden_sizes=head_hidden_sizes) if rung == "cnn"
-             else TrunkClassifier(config, head_hidden_sizes))
+    model = (PlainCNN(len(names), head_hidden_sizes=head_hidden_sizes, **head_options) if rung == "cnn"
+             else TrunkClassifier(config, head_hidden_sizes, **head_options))
     augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[recipe["augment"]])
     loader = SafeImageLoader()
     generator = torch.Generator().manual_seed(seed)
@@ -182,7 +210,8 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", 
         history.append({"step": step, "accuracy": scores["accuracy"]})
         if first_half is None and scores["accuracy"] >= 0.5:
             first_half = step
-    head = {"rung": f"{rung}+paper_head", "head_hidden_sizes": list(head_hidden_sizes)} if head_hidden_sizes else {}
+    head = {"rung": head_rung_name(rung, **head_options), "head_hidden_sizes": list(head_hidden_sizes),
+            **{f"head_{key}": value for key, value in head_options.items()}} if head_hidden_sizes else {}
     return {"rung": rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half, **head,
             "time_s": round(time.time() - started, 1), "history": history}
 
@@ -360,6 +389,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--plain_head_hidden_sizes", type=int, nargs="+", default=[],
                         help="The `cnn` and `trunk` rungs with the paper's primary head (these hidden widths, e.g. 384 "
                              "192 96, with its BatchNorm and dropout) in place of their linear layer.")
+    parser.add_argument("--plain_head_batch_norm", choices=HEAD_BATCH_NORMS, default=None,
+                        help="Where that head's BatchNorm goes: after_relu (the paper config's, ARBEx's order), "
+                             "before_relu (the common order) or none.")
+    parser.add_argument("--plain_head_dropout", type=float, default=None,
+                        help="That head's dropout in place of the paper config's 0.5.")
     parser.add_argument("--paper_steps", type=int, default=300, help="Steps of the `paper` rung.")
     parser.add_argument("--paper_batch", type=int, default=32,
                         help="Batch of the `paper` and `paper_control` rungs. 32, the recipes' batch: at 8 and 16 even "
@@ -406,7 +440,10 @@ def main(argv=None) -> dict:
                                       args.paper_precision, args.paper_config, args.paper_wide_lr_scale,
                                       args.paper_device)
                 else:
-                    row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes)
+                    head_options = {key: value for key, value in (("batch_norm", args.plain_head_batch_norm),
+                                                                  ("dropout", args.plain_head_dropout))
+                                    if value is not None}
+                    row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes, **head_options)
                 row["data"] = args.data
                 if rung not in ("cnn", "paper"):  # the preset changed once; merged tables must say which one ran
                     row["tiny_hidden_sizes"] = list(GReFELConfig.tiny().hidden_sizes)

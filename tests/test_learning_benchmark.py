@@ -178,3 +178,25 @@ def test_plain_rungs_take_the_papers_head_and_are_summarised_apart(monkeypatch):
              "first_step_at_0.5": None}]
     summary = learning.summarise(rows)
     assert summary["cnn"]["mean_accuracy"] == 0.9 and summary["cnn+paper_head"]["mean_accuracy"] == 0.1
+
+
+def test_head_variants_move_or_drop_the_batch_norm_and_name_their_rung(monkeypatch):
+    """`--plain_head_batch_norm` / `--plain_head_dropout`: which part of the paper's head keeps scratch features at
+    chance; each variant is a rung of its own, named by what differs from the paper config's head."""
+    from torch import nn
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    layers = {norm: [type(layer) for layer in learning.paper_head(8, [16, 12], 4, norm, 0.0)]
+              for norm in learning.HEAD_BATCH_NORMS}
+    assert layers["after_relu"] == [nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout] * 2 + [nn.Linear]
+    assert layers["before_relu"] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout] * 2 + [nn.Linear]
+    assert layers["none"] == [nn.Linear, nn.ReLU, nn.Dropout] * 2 + [nn.Linear]
+    assert learning.paper_head(8, [16], 4, "before_relu", 0.25)[3].p == 0.25
+    with pytest.raises(ValueError, match="batch_norm='after'"):
+        learning.paper_head(8, [16], 4, "after")
+    assert learning.head_rung_name("cnn") == "cnn+paper_head"
+    assert learning.head_rung_name("cnn", "before_relu", 0.0) == "cnn+paper_head(batch_norm=before_relu,dropout=0.0)"
+    cnn = learning.PlainCNN(8, widths=(4, 8), head_hidden_sizes=[16], batch_norm="none", dropout=0.0)
+    assert [type(layer) for layer in cnn.classifier] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
