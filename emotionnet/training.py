@@ -468,7 +468,7 @@ def keep_freed_memory() -> bool:
     By default glibc serves a large allocation (past a threshold that starts at 128 KiB and adapts up to 32 MiB) with
     its own `mmap` and returns it with `munmap` when freed, so every training step's activation and gradient buffers
     (8 MiB each for GReFEL-tiny at batch 32) are mapped afresh and their pages faulted in again. Raising the mmap and
-    trim thresholds keeps them in the heap, where the next step reuses them: on the tiny training step, ~90x fewer
+    trim thresholds keeps them in the heap, where the next step reuses them: on the tiny training step, ~85x fewer
     page faults and ~17x less system CPU time; its wall time changed by less than this shared machine's noise
     (`python scripts/benchmark.py --sections allocator`, README "Speed"). The cost is that the process keeps its peak
     memory until it exits. The same as starting Python with
