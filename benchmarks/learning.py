@@ -257,9 +257,11 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
         total_steps=steps))
     plateau = 0.9 * float(np.log(len(names)))
     started, step, losses, hits, curve, left_plateau = time.time(), 0, [], [], [], None
-    gate_input = {}
+    gate_input, first_block = {}, {}
     se_gate = model.grefel.fusion.se_block
     se_gate.register_forward_hook(lambda module, inputs, output: gate_input.update(x=inputs[0].detach()))
+    model.grefel.fusion.blocks[0].register_forward_hook(
+        lambda module, inputs, output: first_block.update(x=output[0].detach()))
     model.train()
     while step < steps:
         for batch in train_loader:
@@ -280,7 +282,8 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
             if step % 10 == 0:
                 curve.append({"step": step, "classification_loss": round(float(np.mean(losses[-10:])), 4),
                               "batch_accuracy": round(float(np.mean(hits[-10:])), 4),
-                              **embedding_diagnostics(se_gate, gate_input["x"], out.embeddings.detach())})
+                              **embedding_diagnostics(se_gate, gate_input["x"], out.embeddings.detach()),
+                              **token_diagnostics(first_block["x"])})
                 print(json.dumps(curve[-1]), flush=True)
             if step == steps:
                 break
@@ -305,11 +308,26 @@ def embedding_diagnostics(se_gate: nn.Module, pooled: torch.Tensor, embeddings: 
     samples (0 when every image gets the same embedding, the ln C plateau's state)."""
     with torch.no_grad():
         gate = se_gate.gate(pooled).float()
-        embeddings = embeddings.float()
-        spread = (embeddings - embeddings.mean(0)).pow(2).mean() / embeddings.pow(2).mean().clamp_min(1e-12)
     return {"se_gate_mean": round(float(gate.mean()), 4),
             "se_gate_closed": round(float((gate < 0.05).float().mean()), 4),
-            "embedding_spread": round(float(spread), 4)}
+            "embedding_spread": between_sample_share(embeddings)}
+
+
+def token_diagnostics(block_output: torch.Tensor) -> dict:
+    """The same spread for the first fusion block's output (B, 1 + N, D): of the class token, which enters every block
+    as the same vector for every image and only reads the image through attention, and of the image tokens. A class
+    token whose spread falls to ~0 while the image tokens keep theirs has stopped reading the image."""
+    tokens = block_output[:, 1:]
+    return {"class_token_spread": between_sample_share(block_output[:, 0]),
+            "token_spread": between_sample_share(tokens) if tokens.shape[1] else None}
+
+
+def between_sample_share(values: torch.Tensor) -> float:
+    """The share of the mean square of (B, ...) values that varies between the batch's samples (0: the same for all)."""
+    with torch.no_grad():
+        values = values.float()
+        share = (values - values.mean(0)).pow(2).mean() / values.pow(2).mean().clamp_min(1e-12)
+    return round(float(share), 4)
 
 
 def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_schedule: str | None = None) -> dict:

@@ -40,6 +40,8 @@ def test_plateau_rung_logs_a_loss_curve(monkeypatch):
     # Twenty steps into training the SE gate is still near its initial 0.5 and the embedding varies between images.
     assert all(0.3 < point["se_gate_mean"] < 0.7 and point["se_gate_closed"] < 0.5 for point in row["loss_curve"])
     assert all(0.05 < point["embedding_spread"] <= 1.0 for point in row["loss_curve"])
+    assert all(0.05 < point["class_token_spread"] <= 1.0 and 0.05 < point["token_spread"] <= 1.0
+               for point in row["loss_curve"])
     assert row["left_plateau_at_step"] in (None, 20)  # a 20-step running mean exists from step 20 on
     assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0 and row["batch_size"] == 8
     assert row["device"] == "cpu"
@@ -151,6 +153,24 @@ def test_embedding_diagnostics_see_a_closed_gate_and_a_collapsed_embedding(monke
     closed = learning.embedding_diagnostics(gate, pooled, varied[:1].expand(8, -1))
     assert closed["se_gate_mean"] < 1e-4 and closed["se_gate_closed"] == 1.0
     assert closed["embedding_spread"] == 0.0
+
+
+def test_token_diagnostics_tell_a_class_token_that_stopped_reading_the_image(monkeypatch):
+    """The paper size's collapse: image tokens still vary between images, the class token after the first block no
+    longer does."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    tokens = torch.randn(8, 5, 16)
+    reading = learning.token_diagnostics(tokens)
+    assert reading["class_token_spread"] > 0.5 and reading["token_spread"] > 0.5
+    deaf = tokens.clone()
+    deaf[:, 0] = torch.randn(16)  # one vector for every image
+    stopped = learning.token_diagnostics(deaf)
+    assert stopped["class_token_spread"] == 0.0 and stopped["token_spread"] == reading["token_spread"]
+    assert learning.token_diagnostics(tokens[:, :1])["token_spread"] is None  # a last block that updated the class token alone
 
 
 def test_plain_rungs_take_the_papers_head_and_are_summarised_apart(monkeypatch):
