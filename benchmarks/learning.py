@@ -11,7 +11,8 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
   dropout 0.2, linear (0.58M parameters), cross-entropy with the recipe's label smoothing;
 - `trunk`: the GReFEL-tiny trunk (`GReFELModel`) with one linear layer on its embedding, the same cross-entropy;
   with `--plain_head_hidden_sizes 384 192 96` both take the paper's primary head instead (rung `cnn+paper_head`), and
-  `--plain_head_batch_norm before_relu|none` / `--plain_head_dropout 0` vary it (rungs named by what differs);
+  `--plain_head_batch_norm before_relu|none` / `--plain_head_dropout 0` vary it (rungs named by what differs), and
+  `--plain_image_size 112` feeds both larger images (rung e.g. `cnn(image_size=112)`);
 - `grefel`: full GReFEL-tiny trained by `scripts/train.py` itself (anchors, reliability balancing, GReFEL loss);
 - `grefel_linear` (not in the default set): the same with the paper's linear trust ramp (`--trust_schedule linear`),
   so reliability balancing shapes the classification loss;
@@ -164,14 +165,15 @@ def load_data(dataset: str):
 
 
 def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", head_hidden_sizes=(),
-                **head_options) -> dict:
+                image_size: int | None = None, **head_options) -> dict:
     """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch.
     `head_hidden_sizes`: the paper's primary head (e.g. 384, 192, 96) in place of the rung's linear layer;
-    `head_options`: `paper_head`'s `batch_norm` and `dropout` variants of it."""
+    `image_size`: the processor's input size instead of the tiny preset's 64 px (the CNN sees it as it is, the trunk
+    resizes it to its backbones' 64 px); `head_options`: `paper_head`'s `batch_norm` and `dropout` variants of it."""
     torch.manual_seed(seed)
     data = load_data(dataset)
     names = data["train"].features["label"].names
-    config = GReFELConfig.tiny(num_labels=len(names))
+    config = GReFELConfig.tiny(num_labels=len(names), **({"image_size": image_size} if image_size else {}))
     processor = GReFELImageProcessor.from_config(config)
     model = (PlainCNN(len(names), head_hidden_sizes=head_hidden_sizes, **head_options) if rung == "cnn"
              else TrunkClassifier(config, head_hidden_sizes, **head_options))
@@ -212,6 +214,8 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", 
             first_half = step
     head = {"rung": head_rung_name(rung, **head_options), "head_hidden_sizes": list(head_hidden_sizes),
             **{f"head_{key}": value for key, value in head_options.items()}} if head_hidden_sizes else {}
+    if image_size:  # a rung of its own in the summary, as the head variants are
+        head = {**head, "rung": f"{head.get('rung', rung)}(image_size={image_size})", "image_size": image_size}
     return {"rung": rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half, **head,
             "time_s": round(time.time() - started, 1), "history": history}
 
@@ -412,6 +416,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "before_relu (the common order) or none.")
     parser.add_argument("--plain_head_dropout", type=float, default=None,
                         help="That head's dropout in place of the paper config's 0.5.")
+    parser.add_argument("--plain_image_size", type=int, default=None,
+                        help="The cnn and trunk rungs' input size in pixels (default: the tiny preset's 64); the "
+                             "trunk resizes it to its backbones' 64 px.")
     parser.add_argument("--paper_steps", type=int, default=300, help="Steps of the `paper` rung.")
     parser.add_argument("--paper_batch", type=int, default=32,
                         help="Batch of the `paper` and `paper_control` rungs. 32, the recipes' batch: at 8 and 16 even "
@@ -461,7 +468,8 @@ def main(argv=None) -> dict:
                     head_options = {key: value for key, value in (("batch_norm", args.plain_head_batch_norm),
                                                                   ("dropout", args.plain_head_dropout))
                                     if value is not None}
-                    row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes, **head_options)
+                    row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes, args.plain_image_size,
+                                      **head_options)
                 row["data"] = args.data
                 if rung not in ("cnn", "paper"):  # the preset changed once; merged tables must say which one ran
                     row["tiny_hidden_sizes"] = list(GReFELConfig.tiny().hidden_sizes)

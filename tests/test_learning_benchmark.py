@@ -220,3 +220,27 @@ def test_head_variants_move_or_drop_the_batch_norm_and_name_their_rung(monkeypat
     assert learning.head_rung_name("cnn", "before_relu", 0.0) == "cnn+paper_head(batch_norm=before_relu,dropout=0.0)"
     cnn = learning.PlainCNN(8, widths=(4, 8), head_hidden_sizes=[16], batch_norm="none", dropout=0.0)
     assert [type(layer) for layer in cnn.classifier] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+
+
+def test_plain_image_size_feeds_the_cnn_larger_images_as_a_rung_of_its_own(monkeypatch):
+    """`--plain_image_size 112`: the plain CNN sees 112-px images in training and evaluation, and its rows are
+    summarised apart from the 64-px reference."""
+    from datasets import DatasetDict
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    full = learning.load_data("synthetic")
+    monkeypatch.setattr(learning, "load_data", lambda dataset: DatasetDict(
+        train=full["train"].select(range(32)), validation=full["validation"].select(range(8))))
+    seen = []
+    original_forward = learning.PlainCNN.forward
+    monkeypatch.setattr(learning.PlainCNN, "forward",
+                        lambda self, pixels: seen.append(tuple(pixels.shape[-2:])) or original_forward(self, pixels))
+    recipe = {**learning.RECIPES["synthetic"], "num_epochs": 1}
+    row = learning.train_plain("cnn", 0, recipe, image_size=112)
+    assert set(seen) == {(112, 112)} and len(seen) == 2  # one training step of 32, one evaluation batch of 8
+    assert row["rung"] == "cnn(image_size=112)" and row["image_size"] == 112 and row["steps"] == 1
+    assert learning.parse_args(["--plain_image_size", "112"]).plain_image_size == 112
+    assert "image_size" not in learning.train_plain("cnn", 0, recipe)  # the reference row is as before
+    assert set(seen[2:]) == {(64, 64)}
