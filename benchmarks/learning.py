@@ -222,7 +222,8 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", 
 
 def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: str = "paper",
                 dataset: str = "synthetic", precision: str = "fp32", overrides: dict | None = None,
-                wide_lr_scale: float = 1.0, device: str = "cpu") -> dict:
+                wide_lr_scale: float = 1.0, device: str = "cpu", schedule_steps: int | None = None,
+                warmup_steps: int | None = None) -> dict:
     """The paper-size network at 112 px (`preset="tiny"`: the tiny one at 64 px, the control) through the same data
     path: does it leave the ln(C) plateau? `precision="bf16"`: forward and loss under bf16 autocast on `device`
     (weights, gradients and Adam stay fp32, as with `accelerate launch --mixed_precision bf16`); only where the device
@@ -230,7 +231,9 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     the paper size (e.g. the tiny preset's read-out, `{"embedding_pooling": "mean", "head_hidden_sizes": []}`), or
     for the tiny preset of the control (one paper-size component at a time, e.g. `{"hidden_size": 768}`). `wide_lr_scale`: the
     learning-rate factor of the fusion-wide parts (`build_optimizer`). `device`: where it trains ("cuda" on a GPU,
-    where a seed takes minutes instead of CPU hours; bf16 there needs a GPU with native bf16)."""
+    where a seed takes minutes instead of CPU hours; bf16 there needs a GPU with native bf16). `schedule_steps`: the
+    length of the lr schedule (default `steps`), so a run can stop early in a longer schedule; `warmup_steps`: its
+    linear warm-up (default 5% of `schedule_steps`, the recipe's 40 of 800)."""
     from modeling_grefel import GReFELForImageClassification
     from modeling_grefel.inference_grefel import has_native_bf16
 
@@ -255,10 +258,11 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     train_loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, drop_last=True,
                               generator=generator, collate_fn=TrainCollator(loader, size=augment.input_size))
     optimizer = build_optimizer(model, lr=recipe["lr"], weight_decay=recipe["weight_decay"], wide_lr_scale=wide_lr_scale)
-    warmup = max(1, steps // 20)  # the recipe's 5% (40 of 800 steps)
+    schedule_steps = schedule_steps or steps
+    warmup = warmup_steps or max(1, schedule_steps // 20)  # the recipe's 5% (40 of 800 steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step, scheduler=recipe["scheduler"], warmup_steps=warmup, steps_per_epoch=len(train_loader),
-        total_steps=steps))
+        total_steps=schedule_steps))
     plateau = 0.9 * float(np.log(len(names)))
     started, step, losses, hits, curve, left_plateau = time.time(), 0, [], [], [], None
     gate_input, first_block = {}, {}
@@ -286,6 +290,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
             if step % 10 == 0:
                 curve.append({"step": step, "classification_loss": round(float(np.mean(losses[-10:])), 4),
                               "batch_accuracy": round(float(np.mean(hits[-10:])), 4),
+                              "lr_factor": round(optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"], 4),
                               **embedding_diagnostics(se_gate, gate_input["x"], out.embeddings.detach()),
                               **token_diagnostics(first_block["x"])})
                 print(json.dumps(curve[-1]), flush=True)
@@ -299,7 +304,8 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
             probs.append(model(pixel_values=batch["pixel_values"].to(device)).logits.softmax(-1).float().cpu())
             labels.append(batch["labels"])
     scores = class_scores(torch.cat(probs).numpy(), torch.cat(labels).numpy(), names)
-    return {"rung": rung, "seed": seed, **scores, "steps": steps, "batch_size": batch_size, "lr": recipe["lr"],
+    return {"rung": rung, "seed": seed, **scores, "steps": steps, "schedule_steps": schedule_steps,
+            "warmup_steps": warmup, "batch_size": batch_size, "lr": recipe["lr"],
             "precision": precision, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "config_overrides": overrides or {}, "wide_lr_scale": wide_lr_scale,
             "first_step_at_0.5": None, "left_plateau_at_step": left_plateau, "time_s": round(time.time() - started, 1),
@@ -420,6 +426,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="The cnn and trunk rungs' input size in pixels (default: the tiny preset's 64); the "
                              "trunk resizes it to its backbones' 64 px.")
     parser.add_argument("--paper_steps", type=int, default=300, help="Steps of the `paper` rung.")
+    parser.add_argument("--paper_schedule_steps", type=int, default=None,
+                        help="Length of the `paper` rungs' lr schedule (default: --paper_steps): e.g. 3000 with "
+                             "--paper_steps 300 trains the first 300 steps of a 3000-step run.")
+    parser.add_argument("--paper_warmup_steps", type=int, default=None,
+                        help="Linear warm-up of the `paper` rungs (default: 5%% of the schedule, the recipe's share).")
     parser.add_argument("--paper_batch", type=int, default=32,
                         help="Batch of the `paper` and `paper_control` rungs. 32, the recipes' batch: at 8 and 16 even "
                              "GReFEL-tiny stays on the plateau for 300 steps (`paper_control`), so a smaller batch "
@@ -463,7 +474,7 @@ def main(argv=None) -> dict:
                     preset = "tiny" if rung == "paper_control" else "paper"
                     row = train_paper(seed, paper_recipe, args.paper_steps, args.paper_batch, preset, dataset,
                                       args.paper_precision, args.paper_config, args.paper_wide_lr_scale,
-                                      args.paper_device)
+                                      args.paper_device, args.paper_schedule_steps, args.paper_warmup_steps)
                 else:
                     head_options = {key: value for key, value in (("batch_norm", args.plain_head_batch_norm),
                                                                   ("dropout", args.plain_head_dropout))

@@ -47,6 +47,25 @@ def test_plateau_rung_logs_a_loss_curve(monkeypatch):
     assert row["device"] == "cpu"
 
 
+@pytest.mark.slow
+def test_paper_rungs_can_stop_early_in_a_longer_schedule(monkeypatch):
+    """`--paper_schedule_steps 3000 --paper_steps 300` trains the first 300 steps of a 3000-step run: the warm-up (5% of
+    the schedule unless `--paper_warmup_steps` says otherwise) decided whether the paper size left the plateau."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    args = learning.parse_args(["--paper_steps", "10", "--paper_schedule_steps", "1000", "--paper_warmup_steps", "100"])
+    recipe = dict(learning.RECIPES["synthetic"])
+    row = learning.train_paper(0, recipe, steps=args.paper_steps, batch_size=8, preset="tiny",
+                               schedule_steps=args.paper_schedule_steps, warmup_steps=args.paper_warmup_steps)
+    assert (row["steps"], row["schedule_steps"], row["warmup_steps"]) == (10, 1000, 100)
+    assert row["loss_curve"][-1]["lr_factor"] == pytest.approx(11 / 100)  # still warming up after 10 of 100 steps
+    row = learning.train_paper(0, recipe, steps=10, batch_size=8, preset="tiny", schedule_steps=1000)
+    assert row["warmup_steps"] == 50 and row["loss_curve"][-1]["lr_factor"] == pytest.approx(11 / 50)
+    row = learning.train_paper(0, recipe, steps=10, batch_size=8, preset="tiny")  # the schedule is the run
+    assert (row["schedule_steps"], row["warmup_steps"], row["loss_curve"][-1]["lr_factor"]) == (10, 1, 0.0)
+
+
 def test_paper_rungs_take_a_device_and_refuse_bf16_where_it_is_emulated(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import learning
