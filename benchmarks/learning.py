@@ -13,6 +13,9 @@ own data path (SafeImageLoader, TrainCollator, BatchAugment on the batch, the mo
   with `--plain_head_hidden_sizes 384 192 96` both take the paper's primary head instead (rung `cnn+paper_head`), and
   `--plain_head_batch_norm before_relu|none` / `--plain_head_dropout 0` vary it (rungs named by what differs), and
   `--plain_image_size 112` feeds both larger images (rung e.g. `cnn(image_size=112)`);
+- `ir` (not in the default set): the tiny preset's IR backbone alone, global average pool of its last stage, linear,
+  the same cross-entropy; with `--plain_config '{"backbone_image_size": 112, ...}'` (GReFELConfig arguments, also for
+  `trunk`) the trunk's pieces at another backbone resolution (rung e.g. `ir(image_size=112,backbone_image_size=112)`);
 - `grefel`: full GReFEL-tiny trained by `scripts/train.py` itself (anchors, reliability balancing, GReFEL loss);
 - `grefel_linear` (not in the default set): the same with the paper's linear trust ramp (`--trust_schedule linear`),
   so reliability balancing shapes the classification loss;
@@ -70,9 +73,10 @@ from emotionnet.training import (  # noqa: E402
     lr_factor,
 )
 from modeling_grefel import GReFELConfig, GReFELImageProcessor, GReFELModel  # noqa: E402
+from modeling_grefel.backbones_grefel import GReFELIRBackbone  # noqa: E402
 from modeling_grefel.modeling_grefel import mlp_classifier  # noqa: E402
 
-RUNGS = ("cnn", "trunk", "grefel", "grefel_linear", "paper", "paper_control")
+RUNGS = ("cnn", "trunk", "ir", "grefel", "grefel_linear", "paper", "paper_control")
 DEFAULT_RUNGS = ("cnn", "trunk", "grefel")
 # Training data of each `--data` choice: the default synthetic split, or a long-tailed (10:1) one with 20% symmetric
 # label noise in train (validation stays balanced and clean), where GReFEL's anchors and reliability balancing are
@@ -146,6 +150,22 @@ class TrunkClassifier(nn.Module):
         return self.classifier(self.trunk(pixel_values).embeddings)
 
 
+class IRClassifier(nn.Module):
+    """GReFEL's IR backbone alone, at its backbone resolution, with a global average pool of its last stage and a
+    linear layer: the first piece of the trunk, to find where the trunk's backbone path slows down at 112 px."""
+
+    def __init__(self, config: GReFELConfig):
+        super().__init__()
+        self.size, self.interpolation = config.backbone_image_size, config.backbone_interpolation
+        self.backbone = GReFELIRBackbone(config)
+        self.classifier = nn.Linear(config.hidden_sizes[2], config.num_labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        align = {} if self.interpolation in ("nearest", "area") else {"align_corners": False}
+        x = F.interpolate(pixel_values, size=(self.size, self.size), mode=self.interpolation, **align)
+        return self.classifier(self.backbone(x)[-1].mean(dim=(2, 3)))
+
+
 def class_scores(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro-F1, lowest class recall and ECE, as train.py's evaluation computes them."""
     metrics = compute_classification_metrics(probs, labels, names)
@@ -165,18 +185,30 @@ def load_data(dataset: str):
 
 
 def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", head_hidden_sizes=(),
-                image_size: int | None = None, **head_options) -> dict:
+                image_size: int | None = None, config_overrides: dict | None = None, **head_options) -> dict:
     """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch.
     `head_hidden_sizes`: the paper's primary head (e.g. 384, 192, 96) in place of the rung's linear layer;
     `image_size`: the processor's input size instead of the tiny preset's 64 px (the CNN sees it as it is, the trunk
-    resizes it to its backbones' 64 px); `head_options`: `paper_head`'s `batch_norm` and `dropout` variants of it."""
+    resizes it to its backbones' 64 px); `config_overrides`: GReFELConfig arguments over the tiny preset for the
+    `trunk` and `ir` rungs (e.g. `{"backbone_image_size": 112, "window_sizes": [14, 14, 7]}`); `head_options`:
+    `paper_head`'s `batch_norm` and `dropout` variants of it."""
     torch.manual_seed(seed)
     data = load_data(dataset)
     names = data["train"].features["label"].names
-    config = GReFELConfig.tiny(num_labels=len(names), **({"image_size": image_size} if image_size else {}))
+    if config_overrides and rung == "cnn":
+        raise SystemExit("--plain_config changes the GReFEL network of the `trunk` and `ir` rungs; the `cnn` rung has "
+                         "none (use --plain_image_size for its input size).")
+    options = {**({"image_size": image_size} if image_size else {}), **(config_overrides or {})}
+    config = GReFELConfig.tiny(num_labels=len(names), **options)
     processor = GReFELImageProcessor.from_config(config)
-    model = (PlainCNN(len(names), head_hidden_sizes=head_hidden_sizes, **head_options) if rung == "cnn"
-             else TrunkClassifier(config, head_hidden_sizes, **head_options))
+    if rung == "ir":
+        if head_hidden_sizes:
+            raise SystemExit("--plain_head_hidden_sizes: the `ir` rung keeps its linear layer; leave it out.")
+        model = IRClassifier(config)
+    elif rung == "cnn":
+        model = PlainCNN(len(names), head_hidden_sizes=head_hidden_sizes, **head_options)
+    else:
+        model = TrunkClassifier(config, head_hidden_sizes, **head_options)
     augment = BatchAugment.from_processor(processor, **AUGMENTATIONS[recipe["augment"]])
     loader = SafeImageLoader()
     generator = torch.Generator().manual_seed(seed)
@@ -214,8 +246,10 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", 
             first_half = step
     head = {"rung": head_rung_name(rung, **head_options), "head_hidden_sizes": list(head_hidden_sizes),
             **{f"head_{key}": value for key, value in head_options.items()}} if head_hidden_sizes else {}
-    if image_size:  # a rung of its own in the summary, as the head variants are
-        head = {**head, "rung": f"{head.get('rung', rung)}(image_size={image_size})", "image_size": image_size}
+    if options:  # a rung of its own in the summary, as the head variants are
+        named = ",".join(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in options.items())
+        head = {**head, "rung": f"{head.get('rung', rung)}({named})", **({"image_size": image_size} if image_size else {}),
+                **({"config_overrides": config_overrides} if config_overrides else {})}
     return {"rung": rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half, **head,
             "time_s": round(time.time() - started, 1), "history": history}
 
@@ -425,6 +459,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--plain_image_size", type=int, default=None,
                         help="The cnn and trunk rungs' input size in pixels (default: the tiny preset's 64); the "
                              "trunk resizes it to its backbones' 64 px.")
+    parser.add_argument("--plain_config", type=json.loads, default=None,
+                        help="GReFELConfig arguments over the tiny preset for the `trunk` and `ir` rungs, as JSON, e.g. "
+                             "'{\"backbone_image_size\": 112, \"window_sizes\": [14, 14, 7]}' with --plain_image_size "
+                             "112: the backbones at 112 px (rows named by both).")
     parser.add_argument("--paper_steps", type=int, default=300, help="Steps of the `paper` rung.")
     parser.add_argument("--paper_schedule_steps", type=int, default=None,
                         help="Length of the `paper` rungs' lr schedule (default: --paper_steps): e.g. 3000 with "
@@ -480,7 +518,7 @@ def main(argv=None) -> dict:
                                                                   ("dropout", args.plain_head_dropout))
                                     if value is not None}
                     row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes, args.plain_image_size,
-                                      **head_options)
+                                      args.plain_config, **head_options)
                 row["data"] = args.data
                 if rung not in ("cnn", "paper"):  # the preset changed once; merged tables must say which one ran
                     row["tiny_hidden_sizes"] = list(GReFELConfig.tiny().hidden_sizes)

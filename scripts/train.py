@@ -102,6 +102,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scheduler", choices=SCHEDULERS, default=None)
     parser.add_argument("--gamma", type=float, default=None, help="Exponential decay per epoch.")
     parser.add_argument("--warmup_steps", type=int, default=None)
+    parser.add_argument("--wide_lr_scale", type=float, default=1.0,
+                        help="Learning-rate factor of the parts as wide as the fusion ViT (fusion blocks, token "
+                             "embedding, head), e.g. 0.125 = 96 / 768 for the paper size from random weights, with a "
+                             "long --warmup_steps (README, 'On a GPU: a longer warm-up frees the paper size'). Keep it "
+                             "the same when resuming: it changes the optimizer's parameter groups.")
     parser.add_argument("--class_balanced", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--samples_per_class", type=int, default=None)
     parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default=None,
@@ -153,6 +158,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
     if args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}.")
+    if args.wide_lr_scale <= 0:
+        parser.error(f"--wide_lr_scale must be positive (1 leaves the lr as it is), got {args.wide_lr_scale}.")
     if args.checkpoints_total_limit < 0:
         parser.error(f"--checkpoints_total_limit must be 0 (keep all) or more, got {args.checkpoints_total_limit}.")
     if args.checkpointing_steps not in ("epoch", "none") and not str(args.checkpointing_steps).isdigit():
@@ -245,7 +252,7 @@ def main(argv=None) -> dict:
                              num_workers=args.num_workers, worker_init_fn=leave_process_group)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay, wide_lr_scale=args.wide_lr_scale)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     batches_per_epoch = len(train_loader)

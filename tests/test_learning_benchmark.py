@@ -244,14 +244,14 @@ def test_head_variants_move_or_drop_the_batch_norm_and_name_their_rung(monkeypat
 def test_plain_image_size_feeds_the_cnn_larger_images_as_a_rung_of_its_own(monkeypatch):
     """`--plain_image_size 112`: the plain CNN sees 112-px images in training and evaluation, and its rows are
     summarised apart from the 64-px reference."""
-    from datasets import DatasetDict
-
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import learning
 
-    full = learning.load_data("synthetic")
-    monkeypatch.setattr(learning, "load_data", lambda dataset: DatasetDict(
-        train=full["train"].select(range(32)), validation=full["validation"].select(range(8))))
+    from emotionnet.data import with_raw_images
+    from emotionnet.synthetic import make_synthetic_faces
+
+    monkeypatch.setattr(learning, "load_data", lambda dataset: with_raw_images(
+        make_synthetic_faces(num_per_class=4, eval_per_class=1)))  # 32 training images, 8 for validation
     seen = []
     original_forward = learning.PlainCNN.forward
     monkeypatch.setattr(learning.PlainCNN, "forward",
@@ -263,3 +263,35 @@ def test_plain_image_size_feeds_the_cnn_larger_images_as_a_rung_of_its_own(monke
     assert learning.parse_args(["--plain_image_size", "112"]).plain_image_size == 112
     assert "image_size" not in learning.train_plain("cnn", 0, recipe)  # the reference row is as before
     assert set(seen[2:]) == {(64, 64)}
+
+
+def test_ir_rung_and_plain_config_put_the_backbones_at_another_resolution(monkeypatch):
+    """`--rungs ir trunk --plain_image_size 112 --plain_config '{"backbone_image_size": 112, ...}'`: the IR backbone
+    alone, and the trunk, see 112-px images at 112 px, in rows named by what differs from the tiny preset."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning
+
+    from emotionnet.data import with_raw_images
+    from emotionnet.synthetic import make_synthetic_faces
+    from modeling_grefel.backbones_grefel import GReFELIRBackbone
+
+    monkeypatch.setattr(learning, "load_data", lambda dataset: with_raw_images(
+        make_synthetic_faces(num_per_class=4, eval_per_class=1)))
+    seen = []
+    original_forward = GReFELIRBackbone.forward
+    monkeypatch.setattr(GReFELIRBackbone, "forward",
+                        lambda self, x: seen.append(tuple(x.shape[-2:])) or original_forward(self, x))
+    args = learning.parse_args(["--rungs", "ir", "trunk", "--plain_image_size", "112", "--plain_config",
+                                '{"backbone_image_size": 112, "window_sizes": [14, 14, 7]}'])
+    recipe = {**learning.RECIPES["synthetic"], "num_epochs": 1}
+    for rung in args.rungs:
+        seen.clear()
+        row = learning.train_plain(rung, 0, recipe, image_size=args.plain_image_size,
+                                   config_overrides=args.plain_config)
+        assert set(seen) == {(112, 112)} and len(seen) == 2  # one training step of 32, one evaluation batch of 8
+        assert row["rung"] == f"{rung}(image_size=112,backbone_image_size=112,window_sizes=[14,14,7])"
+        assert row["config_overrides"]["backbone_image_size"] == 112 and row["steps"] == 1
+    seen.clear()
+    assert learning.train_plain("ir", 0, recipe)["rung"] == "ir" and set(seen) == {(64, 64)}
+    with pytest.raises(SystemExit, match="the `cnn` rung has none"):
+        learning.train_plain("cnn", 0, recipe, config_overrides={"backbone_image_size": 112})

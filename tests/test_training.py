@@ -284,6 +284,36 @@ def test_help_shows_the_default_of_every_recipe_flag_per_recipe():
         assert f"Default per recipe: {shown}." in text.split(f" {flag} ", 1)[1], flag
 
 
+def test_wide_lr_scale_reaches_the_optimizer(monkeypatch, tmp_path, capsys):
+    """`--wide_lr_scale 0.125` gives the fusion-wide parts their own lr groups, as `build_optimizer` builds them."""
+    from accelerate.state import AcceleratorState
+
+    from emotionnet.training import build_optimizer
+    from tests.load_script import load_script
+
+    train = load_script(TRAIN)
+    built = {}
+
+    class Built(Exception):
+        pass
+
+    def capture(model, **kwargs):
+        built.update(optimizer=build_optimizer(model, **kwargs))
+        raise Built
+
+    monkeypatch.setattr(train, "build_optimizer", capture)
+    AcceleratorState._reset_state(reset_partial_state=True)  # other tests in this process built an Accelerator
+    try:
+        with pytest.raises(Built):
+            train.main(QUICK + ["--cpu", "--wide_lr_scale", "0.125", "--output_dir", str(tmp_path)])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert sorted({group["lr"] for group in built["optimizer"].param_groups}) == pytest.approx([1e-3 / 8, 1e-3])
+    with pytest.raises(SystemExit):
+        train.parse_args(QUICK + ["--wide_lr_scale", "0"])
+    assert "--wide_lr_scale must be positive (1 leaves the lr as it is), got 0.0." in capsys.readouterr().err
+
+
 def test_bf16_training_is_refused_where_the_cpu_emulates_it(monkeypatch, tmp_path):
     from accelerate.state import AcceleratorState
 
