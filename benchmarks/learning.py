@@ -150,20 +150,31 @@ class TrunkClassifier(nn.Module):
         return self.classifier(self.trunk(pixel_values).embeddings)
 
 
-class IRClassifier(nn.Module):
-    """GReFEL's IR backbone alone, at its backbone resolution, with a global average pool of its last stage and a
-    linear layer: the first piece of the trunk, to find where the trunk's backbone path slows down at 112 px."""
+IR_POOLS = ("mean", "relu_mean", "max")
 
-    def __init__(self, config: GReFELConfig):
+
+class IRClassifier(nn.Module):
+    """GReFEL's IR backbone alone, at its backbone resolution, with a global pool of its last stage and a linear
+    layer: the first piece of the trunk, to find where the trunk's backbone path slows down at 112 px. `pool`: the
+    average of the last stage's output (`mean`; an IR stage ends on a BatchNorm, so that output is signed), the average
+    after a BatchNorm and ReLU (`relu_mean`, as a plain CNN pools), or the maximum (`max`)."""
+
+    def __init__(self, config: GReFELConfig, pool: str = "mean"):
         super().__init__()
-        self.size, self.interpolation = config.backbone_image_size, config.backbone_interpolation
+        if pool not in IR_POOLS:
+            raise ValueError(f"pool={pool!r}: expected one of {IR_POOLS}.")
+        self.size, self.interpolation, self.pool = config.backbone_image_size, config.backbone_interpolation, pool
         self.backbone = GReFELIRBackbone(config)
-        self.classifier = nn.Linear(config.hidden_sizes[2], config.num_labels)
+        width = config.hidden_sizes[2]
+        self.activation = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU()) if pool == "relu_mean" else nn.Identity()
+        self.classifier = nn.Linear(width, config.num_labels)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         align = {} if self.interpolation in ("nearest", "area") else {"align_corners": False}
         x = F.interpolate(pixel_values, size=(self.size, self.size), mode=self.interpolation, **align)
-        return self.classifier(self.backbone(x)[-1].mean(dim=(2, 3)))
+        features = self.activation(self.backbone(x)[-1])
+        pooled = features.amax(dim=(2, 3)) if self.pool == "max" else features.mean(dim=(2, 3))
+        return self.classifier(pooled)
 
 
 def class_scores(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
@@ -185,12 +196,14 @@ def load_data(dataset: str):
 
 
 def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", head_hidden_sizes=(),
-                image_size: int | None = None, config_overrides: dict | None = None, **head_options) -> dict:
+                image_size: int | None = None, config_overrides: dict | None = None, ir_pool: str = "mean",
+                **head_options) -> dict:
     """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch.
     `head_hidden_sizes`: the paper's primary head (e.g. 384, 192, 96) in place of the rung's linear layer;
     `image_size`: the processor's input size instead of the tiny preset's 64 px (the CNN sees it as it is, the trunk
     resizes it to its backbones' 64 px); `config_overrides`: GReFELConfig arguments over the tiny preset for the
-    `trunk` and `ir` rungs (e.g. `{"backbone_image_size": 112, "window_sizes": [14, 14, 7]}`); `head_options`:
+    `trunk` and `ir` rungs (e.g. `{"backbone_image_size": 112, "window_sizes": [14, 14, 7]}`); `ir_pool`: the `ir`
+    rung's global pool (`IRClassifier`); `head_options`:
     `paper_head`'s `batch_norm` and `dropout` variants of it."""
     torch.manual_seed(seed)
     data = load_data(dataset)
@@ -204,7 +217,7 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", 
     if rung == "ir":
         if head_hidden_sizes:
             raise SystemExit("--plain_head_hidden_sizes: the `ir` rung keeps its linear layer; leave it out.")
-        model = IRClassifier(config)
+        model = IRClassifier(config, ir_pool)
     elif rung == "cnn":
         model = PlainCNN(len(names), head_hidden_sizes=head_hidden_sizes, **head_options)
     else:
@@ -246,6 +259,8 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", 
             first_half = step
     head = {"rung": head_rung_name(rung, **head_options), "head_hidden_sizes": list(head_hidden_sizes),
             **{f"head_{key}": value for key, value in head_options.items()}} if head_hidden_sizes else {}
+    if rung == "ir" and ir_pool != "mean":
+        head = {"rung": f"ir+{ir_pool}_pool", "ir_pool": ir_pool}
     if options:  # a rung of its own in the summary, as the head variants are
         named = ",".join(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in options.items())
         head = {**head, "rung": f"{head.get('rung', rung)}({named})", **({"image_size": image_size} if image_size else {}),
@@ -463,6 +478,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="GReFELConfig arguments over the tiny preset for the `trunk` and `ir` rungs, as JSON, e.g. "
                              "'{\"backbone_image_size\": 112, \"window_sizes\": [14, 14, 7]}' with --plain_image_size "
                              "112: the backbones at 112 px (rows named by both).")
+    parser.add_argument("--ir_pool", choices=IR_POOLS, default="mean",
+                        help="The `ir` rung's global pool of the last IR stage: mean (signed, as the stage ends), "
+                             "relu_mean (BatchNorm + ReLU first, as a plain CNN pools) or max (rung e.g. ir+max_pool).")
     parser.add_argument("--paper_steps", type=int, default=300, help="Steps of the `paper` rung.")
     parser.add_argument("--paper_schedule_steps", type=int, default=None,
                         help="Length of the `paper` rungs' lr schedule (default: --paper_steps): e.g. 3000 with "
@@ -518,7 +536,7 @@ def main(argv=None) -> dict:
                                                                   ("dropout", args.plain_head_dropout))
                                     if value is not None}
                     row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes, args.plain_image_size,
-                                      args.plain_config, **head_options)
+                                      args.plain_config, args.ir_pool, **head_options)
                 row["data"] = args.data
                 if rung not in ("cnn", "paper"):  # the preset changed once; merged tables must say which one ran
                     row["tiny_hidden_sizes"] = list(GReFELConfig.tiny().hidden_sizes)
