@@ -74,7 +74,7 @@ from emotionnet.training import (  # noqa: E402
 )
 from modeling_grefel import GReFELConfig, GReFELImageProcessor, GReFELModel  # noqa: E402
 from modeling_grefel.backbones_grefel import GReFELIRBackbone  # noqa: E402
-from modeling_grefel.modeling_grefel import mlp_classifier  # noqa: E402
+from modeling_grefel.modeling_grefel import mlp_classifier, resize_to_backbones  # noqa: E402
 
 RUNGS = ("cnn", "trunk", "ir", "grefel", "grefel_linear", "paper", "paper_control")
 DEFAULT_RUNGS = ("cnn", "trunk", "grefel")
@@ -163,16 +163,14 @@ class IRClassifier(nn.Module):
         super().__init__()
         if pool not in IR_POOLS:
             raise ValueError(f"pool={pool!r}: expected one of {IR_POOLS}.")
-        self.size, self.interpolation, self.pool = config.backbone_image_size, config.backbone_interpolation, pool
+        self.config, self.pool = config, pool
         self.backbone = GReFELIRBackbone(config)
         width = config.hidden_sizes[2]
         self.activation = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU()) if pool == "relu_mean" else nn.Identity()
         self.classifier = nn.Linear(width, config.num_labels)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        align = {} if self.interpolation in ("nearest", "area") else {"align_corners": False}
-        x = F.interpolate(pixel_values, size=(self.size, self.size), mode=self.interpolation, **align)
-        features = self.activation(self.backbone(x)[-1])
+        features = self.activation(self.backbone(resize_to_backbones(pixel_values, self.config))[-1])
         pooled = features.amax(dim=(2, 3)) if self.pool == "max" else features.mean(dim=(2, 3))
         return self.classifier(pooled)
 
@@ -198,13 +196,12 @@ def load_data(dataset: str):
 def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", head_hidden_sizes=(),
                 image_size: int | None = None, config_overrides: dict | None = None, ir_pool: str = "mean",
                 **head_options) -> dict:
-    """Train the `cnn` or `trunk` rung with train.py's data path and schedule; evaluate once an epoch.
+    """Train the `cnn`, `trunk` or `ir` rung with train.py's data path and schedule; evaluate once an epoch.
     `head_hidden_sizes`: the paper's primary head (e.g. 384, 192, 96) in place of the rung's linear layer;
     `image_size`: the processor's input size instead of the tiny preset's 64 px (the CNN sees it as it is, the trunk
     resizes it to its backbones' 64 px); `config_overrides`: GReFELConfig arguments over the tiny preset for the
     `trunk` and `ir` rungs (e.g. `{"backbone_image_size": 112, "window_sizes": [14, 14, 7]}`); `ir_pool`: the `ir`
-    rung's global pool (`IRClassifier`); `head_options`:
-    `paper_head`'s `batch_norm` and `dropout` variants of it."""
+    rung's global pool (`IRClassifier`); `head_options`: `paper_head`'s `batch_norm` and `dropout` variants of it."""
     torch.manual_seed(seed)
     data = load_data(dataset)
     names = data["train"].features["label"].names
@@ -473,7 +470,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="That head's dropout in place of the paper config's 0.5.")
     parser.add_argument("--plain_image_size", type=int, default=None,
                         help="The cnn and trunk rungs' input size in pixels (default: the tiny preset's 64); the "
-                             "trunk resizes it to its backbones' 64 px.")
+                             "trunk resizes it to its backbones' 64 px unless --plain_config sets backbone_image_size.")
     parser.add_argument("--plain_config", type=json.loads, default=None,
                         help="GReFELConfig arguments over the tiny preset for the `trunk` and `ir` rungs, as JSON, e.g. "
                              "'{\"backbone_image_size\": 112, \"window_sizes\": [14, 14, 7]}' with --plain_image_size "

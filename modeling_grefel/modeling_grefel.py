@@ -207,6 +207,13 @@ class GReFELPreTrainedModel(PreTrainedModel):
 
 
 # ----------------------------------------------------------------------------------------------- trunk
+def resize_to_backbones(pixel_values: torch.Tensor, config: GReFELConfig) -> torch.Tensor:
+    """The input resized to the backbones' `backbone_image_size`, with `backbone_interpolation`."""
+    size, mode = config.backbone_image_size, config.backbone_interpolation
+    align = {} if mode in ("nearest", "area") else {"align_corners": False}
+    return F.interpolate(pixel_values, size=(size, size), mode=mode, **align)
+
+
 class GReFELModel(GReFELPreTrainedModel):
     """The GReFEL trunk: image -> 768-d embedding e (the class token of the fusion ViT, SE-gated)."""
 
@@ -292,10 +299,7 @@ class GReFELModel(GReFELPreTrainedModel):
             )
         # Processors return fp32; a model cast to bf16 or fp16 takes it as transformers vision models do.
         pixel_values = pixel_values.to(self.dtype)
-        size = config.backbone_image_size
-        interpolation = config.backbone_interpolation
-        align = {} if interpolation in ("nearest", "area") else {"align_corners": False}
-        x = self.backbone_layout(F.interpolate(pixel_values, size=(size, size), mode=interpolation, **align))
+        x = self.backbone_layout(resize_to_backbones(pixel_values, config))
 
         image_maps = [conv(m) for conv, m in zip(self.downsample, self.ir_back(x))]  # (B, C_i, side_i, side_i)
         queries = self.landmark_features(x) or (None, None, None)

@@ -296,9 +296,10 @@ def test_ir_rung_and_plain_config_put_the_backbones_at_another_resolution(monkey
     # `--ir_pool`: the IR rung's global pool, a rung of its own.
     assert learning.parse_args(["--ir_pool", "max"]).ir_pool == "max"
     for pool in ("max", "relu_mean"):
-        row = learning.train_plain("ir", 0, recipe, image_size=80, config_overrides={"backbone_image_size": 80, "window_sizes": [10, 10, 5]},
-                                   ir_pool=pool)
-        assert row["rung"] == f"ir+{pool}_pool(image_size=80,backbone_image_size=80,window_sizes=[10,10,5])" and row["ir_pool"] == pool
+        row = learning.train_plain("ir", 0, recipe, image_size=80, ir_pool=pool,
+                                   config_overrides={"backbone_image_size": 80, "window_sizes": [10, 10, 5]})
+        assert row["rung"] == f"ir+{pool}_pool(image_size=80,backbone_image_size=80,window_sizes=[10,10,5])"
+        assert row["ir_pool"] == pool
     with pytest.raises(ValueError, match="pool='sum': expected one of"):
         learning.IRClassifier(learning.GReFELConfig.tiny(), pool="sum")
     with pytest.raises(SystemExit, match="the `cnn` rung has none"):
