@@ -262,7 +262,8 @@ def train_plain(rung: str, seed: int, recipe: dict, dataset: str = "synthetic", 
         named = ",".join(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in options.items())
         head = {**head, "rung": f"{head.get('rung', rung)}({named})", **({"image_size": image_size} if image_size else {}),
                 **({"config_overrides": config_overrides} if config_overrides else {})}
-    return {"rung": rung, "seed": seed, **scores, "steps": total, "first_step_at_0.5": first_half, **head,
+    return {"rung": rung, "seed": seed, **scores, "steps": total, "warmup_steps": recipe["warmup_steps"],
+            "first_step_at_0.5": first_half, **head,
             "time_s": round(time.time() - started, 1), "history": history}
 
 
@@ -279,7 +280,7 @@ def train_paper(seed: int, recipe: dict, steps: int, batch_size: int, preset: st
     learning-rate factor of the fusion-wide parts (`build_optimizer`). `device`: where it trains ("cuda" on a GPU,
     where a seed takes minutes instead of CPU hours; bf16 there needs a GPU with native bf16). `schedule_steps`: the
     length of the lr schedule (default `steps`), so a run can stop early in a longer schedule; `warmup_steps`: its
-    linear warm-up (default 5% of `schedule_steps`, the recipe's 40 of 800)."""
+    linear warm-up (default 5% of `schedule_steps`, the recipe's 40 of 800 until 2026-12-04)."""
     from modeling_grefel import GReFELForImageClassification
     from modeling_grefel.inference_grefel import has_native_bf16
 
@@ -395,7 +396,8 @@ def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_sche
         started = time.time()
         train_script.main(["--dataset", dataset, "--seed", str(seed), "--output_dir", folder, "--num_workers", "0",
                            "--report_to", "none", "--checkpointing_steps", "none",
-                           "--num_epochs", str(recipe["num_epochs"]), *extra])
+                           "--num_epochs", str(recipe["num_epochs"]), "--warmup_steps", str(recipe["warmup_steps"]),
+                           *extra])
         elapsed = time.time() - started
         run = RunFolder(folder)
         results, history = run.read(RESULTS, required=True), run.read(HISTORY, required=True)
@@ -407,17 +409,25 @@ def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_sche
         "balanced_accuracy": results["eval_balanced_accuracy"], "macro_f1": results["eval_macro_f1"],
         "ece": results["eval_ece"], "corrected_ece": results["eval_corrected_ece"],
         "min_recall": float(min(recalls)), "per_class_recall": results["eval_per_class_recall"],
-        "steps": results["global_step"], "first_step_at_0.5": first_half,
+        "steps": results["global_step"], "warmup_steps": recipe["warmup_steps"], "first_step_at_0.5": first_half,
         "time_s": round(elapsed, 1), "train_runtime_s": results["train_runtime_s"],
         "history": [{"step": h["step"], "accuracy": h["eval_accuracy"],
                      "corrected_accuracy": h["eval_corrected_accuracy"]} for h in history],
     }
 
 
+def summary_key(row: dict) -> str:
+    """The row's rung, with its warm-up where that is not the recipe's (rows of the `paper` rungs name their own)."""
+    warmup = row.get("warmup_steps")
+    if row["rung"].startswith("paper") or warmup in (None, RECIPES["synthetic"]["warmup_steps"]):
+        return row["rung"]
+    return f"{row['rung']} (warm-up {warmup})"
+
+
 def summarise(rows: list[dict]) -> dict:
     summary = {}
-    for rung in dict.fromkeys(r["rung"] for r in rows):  # the rungs, and `cnn+paper_head` apart from `cnn`
-        mine = [r for r in rows if r["rung"] == rung]
+    for rung in dict.fromkeys(map(summary_key, rows)):  # the rungs, and `cnn+paper_head` apart from `cnn`
+        mine = [r for r in rows if summary_key(r) == rung]
         entry = {"runs": len(mine), "seeds": len({r["seed"] for r in mine})}  # merged tables: a seed in several settings
         for key in ("accuracy", "corrected_accuracy", "balanced_accuracy", "macro_f1", "min_recall", "ece",
                     "corrected_ece", "time_s"):
@@ -460,6 +470,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", default=None,
                         help="Default: benchmarks/learning.json, or benchmarks/learning_hard.json for --data hard.")
     parser.add_argument("--num_epochs", type=int, default=None, help="Default: the synthetic recipe's (a smoke test).")
+    parser.add_argument("--warmup_steps", type=int, default=None,
+                        help="Linear warm-up of the cnn, trunk, ir and grefel rungs (default: the recipe's, 120 of 800 "
+                             "steps since 2026-12-04, 40 before); summarised apart from the recipe's, e.g. "
+                             "'grefel (warm-up 40)'.")
     parser.add_argument("--plain_head_hidden_sizes", type=int, nargs="+", default=[],
                         help="The `cnn` and `trunk` rungs with the paper's primary head (these hidden widths, e.g. 384 "
                              "192 96, with its BatchNorm and dropout) in place of their linear layer.")
@@ -483,7 +497,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Length of the `paper` rungs' lr schedule (default: --paper_steps): e.g. 3000 with "
                              "--paper_steps 300 trains the first 300 steps of a 3000-step run.")
     parser.add_argument("--paper_warmup_steps", type=int, default=None,
-                        help="Linear warm-up of the `paper` rungs (default: 5%% of the schedule, the recipe's share).")
+                        help="Linear warm-up of the `paper` rungs (default: 5%% of the schedule, the recipe's share "
+                             "until 2026-12-04).")
     parser.add_argument("--paper_batch", type=int, default=32,
                         help="Batch of the `paper` and `paper_control` rungs. 32, the recipes' batch: at 8 and 16 even "
                              "GReFEL-tiny stays on the plateau for 300 steps (`paper_control`), so a smaller batch "
@@ -513,6 +528,7 @@ def main(argv=None) -> dict:
     keep_freed_memory()  # as scripts/train.py on a CPU: only the wall times change
     recipe = dict(RECIPES["synthetic"])
     recipe["num_epochs"] = args.num_epochs or recipe["num_epochs"]
+    recipe["warmup_steps"] = args.warmup_steps if args.warmup_steps is not None else recipe["warmup_steps"]
     output = Path(args.output or ROOT / "benchmarks" / ("learning.json" if args.data == "default" else
                                                        f"learning_{args.data}.json"))
     rows = []

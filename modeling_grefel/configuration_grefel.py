@@ -16,7 +16,7 @@ IR_STAGE_UNITS = {18: (2, 2, 2), 34: (3, 4, 6), 50: (3, 4, 14), 100: (3, 13, 30)
 TRUST_SCHEDULES = ("linear", "none", "full")
 INFERENCE_CORRECTIONS = ("primary", "geometric")
 INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area")
-EMBEDDING_POOLINGS = ("cls", "mean")
+EMBEDDING_POOLINGS = ("cls", "mean", "max")
 
 
 def expression_id2label(num_labels: int) -> dict[int, str]:
@@ -92,6 +92,9 @@ class GReFELConfig(PretrainedConfig):
             MLP ratio of the fusion ViT.
         fusion_drop_path_rate (`float`, *optional*, defaults to 0.0):
             Largest stochastic-depth rate of the fusion ViT (linearly increasing over its blocks).
+        fusion_layer_scale_init_value (`float`, *optional*):
+            Initial value of layer-scale gains on the fusion blocks' attention and MLP branches (CaiT's layer scale,
+            Touvron et al. 2021, as the cross-attention blocks have); `None` (the default, as in POSTER++): no gains.
         layer_norm_eps (`float`, *optional*, defaults to 1e-6):
             Epsilon of the fusion ViT's LayerNorms.
         embedding_pooling (`str`, *optional*, defaults to `"cls"`):
@@ -99,7 +102,10 @@ class GReFELConfig(PretrainedConfig):
             POSTER++ (what converted POSTER++ weights expect), or `mean`, the mean of the other tokens. Trained from
             scratch, the class token starts input-independent and learns far more slowly: on the synthetic default the
             tiny network's class-token read-out stalled at chance where `mean` learned (the global-average read-out of
-            Beyer et al. 2022, "Better plain ViT baselines for ImageNet-1k").
+            Beyer et al. 2022, "Better plain ViT baselines for ImageNet-1k"). `max`: the per-channel maximum over the
+            other tokens, taken before the final LayerNorm (which then normalises that vector); with
+            `fusion_layer_scale_init_value` it let GReFEL-tiny with 112-px backbones leave the ln(C) plateau where the
+            mean did not (README, "Learning").
         head_hidden_sizes (`tuple[int, ...]`, *optional*, defaults to `(384, 192, 96)`):
             Hidden widths of the primary MLP head (Linear-ReLU-BatchNorm-Dropout each, ARBEx's order:
             takihasan/ARBEx, arbex/models/head.py); empty for a single linear layer (the tiny preset: trained from
@@ -176,6 +182,7 @@ class GReFELConfig(PretrainedConfig):
         fusion_num_heads: int = 8,
         fusion_mlp_ratio: float = 4.0,
         fusion_drop_path_rate: float = 0.0,
+        fusion_layer_scale_init_value: float | None = None,
         layer_norm_eps: float = 1e-6,
         embedding_pooling: str = "cls",
         head_hidden_sizes=(384, 192, 96),
@@ -221,6 +228,7 @@ class GReFELConfig(PretrainedConfig):
         self.fusion_num_heads = fusion_num_heads
         self.fusion_mlp_ratio = fusion_mlp_ratio
         self.fusion_drop_path_rate = fusion_drop_path_rate
+        self.fusion_layer_scale_init_value = fusion_layer_scale_init_value
         self.layer_norm_eps = layer_norm_eps
         self.embedding_pooling = embedding_pooling
         self.head_hidden_sizes = list(head_hidden_sizes)
@@ -292,6 +300,8 @@ class GReFELConfig(PretrainedConfig):
             positive(name, getattr(self, name))
         for name in ("mlp_ratio", "fusion_mlp_ratio", "anchor_temperature", "layer_norm_eps", "anchor_margin"):
             positive(name, getattr(self, name), (float, int))
+        if self.fusion_layer_scale_init_value is not None:
+            positive("fusion_layer_scale_init_value", self.fusion_layer_scale_init_value, (float, int))
         for name in ("layer_scale_init_value", "anchor_init_std", "initializer_range"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:

@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 
 from .attention_grefel import (
     GReFELCrossAttentionBlock,
+    GReFELFusionBlock,
     GReFELFusionViT,
     GReFELWindowCrossAttention,
     relative_position_index,
@@ -197,6 +198,9 @@ class GReFELPreTrainedModel(PreTrainedModel):
         elif isinstance(module, GReFELCrossAttentionBlock):
             init.constant_(module.gamma1, self.config.layer_scale_init_value)
             init.constant_(module.gamma2, self.config.layer_scale_init_value)
+        elif isinstance(module, GReFELFusionBlock) and module.gamma1 is not None:
+            init.constant_(module.gamma1, self.config.fusion_layer_scale_init_value)
+            init.constant_(module.gamma2, self.config.fusion_layer_scale_init_value)
         elif isinstance(module, GReFELFusionViT):
             init.trunc_normal_(module.cls_token, std=std)
             init.trunc_normal_(module.pos_embed, std=std)

@@ -71,5 +71,13 @@ def test_landmark_widths_free_without_landmark_backbone():
 
 def test_embedding_pooling_is_validated():
     with pytest.raises(ValueError, match="embedding_pooling"):
-        GReFELConfig.tiny(embedding_pooling="max")
+        GReFELConfig.tiny(embedding_pooling="gem")
     assert GReFELConfig.paper().embedding_pooling == "cls"  # what converted POSTER++ weights expect
+
+
+def test_fusion_layer_scale_is_off_by_default_and_validated():
+    assert GReFELConfig.paper().fusion_layer_scale_init_value is None  # POSTER++'s fusion blocks have no gains
+    assert GReFELConfig.tiny(fusion_layer_scale_init_value=1e-5).fusion_layer_scale_init_value == 1e-5
+    for bad in (0.0, -1e-5, "small", True):
+        with pytest.raises(ValueError, match="fusion_layer_scale_init_value"):
+            GReFELConfig.tiny(fusion_layer_scale_init_value=bad)

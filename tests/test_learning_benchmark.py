@@ -304,3 +304,34 @@ def test_ir_rung_and_plain_config_put_the_backbones_at_another_resolution(monkey
         learning.IRClassifier(learning.GReFELConfig.tiny(), pool="sum")
     with pytest.raises(SystemExit, match="the `cnn` rung has none"):
         learning.train_plain("cnn", 0, recipe, config_overrides={"backbone_image_size": 112})
+
+
+def test_warmup_reaches_train_py_and_rows_of_another_warmup_are_summarised_apart(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import learning
+    import train
+
+    from emotionnet.run_folder import HISTORY, RESULTS
+
+    seen = []
+
+    def fake_main(argv):  # writes what train.py's run folder holds, without training
+        seen.append(argv)
+        folder = Path(argv[argv.index("--output_dir") + 1])
+        recall = {"anger": 0.5, "happiness": 1.0}
+        (folder / RESULTS).write_text(json.dumps({
+            "eval_accuracy": 0.75, "eval_corrected_accuracy": 0.7, "eval_balanced_accuracy": 0.75, "eval_macro_f1": 0.7,
+            "eval_ece": 0.1, "eval_corrected_ece": 0.2, "eval_per_class_recall": recall, "global_step": 40,
+            "train_runtime_s": 1.0}))
+        (folder / HISTORY).write_text(json.dumps([{"step": 40, "eval_accuracy": 0.75, "eval_corrected_accuracy": 0.7}]))
+
+    monkeypatch.setattr(train, "main", fake_main)
+    monkeypatch.setattr(learning, "write_json_atomic", lambda path, report: None)
+    report = learning.main(["--rungs", "grefel", "--seeds", "3", "--warmup_steps", "40"])
+    report["rows"].append(learning.train_grefel(3, dict(learning.RECIPES["synthetic"])))
+    warmups = [argv[argv.index("--warmup_steps") + 1] for argv in seen]
+    assert warmups == ["40", str(learning.RECIPES["synthetic"]["warmup_steps"])] and "3" in seen[0]
+    first, second = report["rows"]
+    assert (first["rung"], first["warmup_steps"], first["min_recall"], first["first_step_at_0.5"]) == ("grefel", 40, 0.5, 40)
+    assert set(learning.summarise(report["rows"])) == {"grefel (warm-up 40)", "grefel"}

@@ -332,6 +332,37 @@ def test_class_token_pooling_embeds_the_class_token():
     torch.testing.assert_close(out.embeddings, expected)
 
 
+def test_max_pooling_normalises_the_per_channel_maximum_of_the_tokens():
+    config = GReFELConfig.tiny(embedding_pooling="max")
+    model = GReFELForImageClassification(config).eval()
+    with torch.no_grad():
+        out = model.grefel(pixels(config), output_hidden_states=True)
+        fusion = model.grefel.fusion
+        pre_norm = out.hidden_states[-1]  # the last fusion block's output, before the final LayerNorm
+        expected = fusion.se_block(fusion.norm(pre_norm[:, 1:].amax(dim=1)))
+    torch.testing.assert_close(out.embeddings, expected)
+    torch.testing.assert_close(out.last_hidden_state, fusion.norm(pre_norm))
+
+
+def test_fusion_layer_scale_starts_the_fusion_blocks_near_identity(tmp_path):
+    config = GReFELConfig.tiny(fusion_layer_scale_init_value=1e-5)
+    model = GReFELForImageClassification(config).eval()
+    block = model.grefel.fusion.blocks[0]
+    assert torch.equal(block.gamma1, torch.full_like(block.gamma1, 1e-5))
+    with torch.no_grad():
+        out = model.grefel(pixels(config), output_hidden_states=True)
+    before, after = out.hidden_states[-2], out.hidden_states[-1]  # into and out of the one fusion block
+    assert (after - before).abs().max() < 1e-3 * before.abs().max()
+    without = GReFELForImageClassification(GReFELConfig.tiny()).eval()
+    assert without.grefel.fusion.blocks[0].gamma1 is None  # and no new keys in the default state dict
+    assert not any("fusion" in key and "gamma" in key for key in without.state_dict())
+    with torch.no_grad():
+        block.gamma1.fill_(0.5)
+    model.save_pretrained(tmp_path)
+    reloaded = GReFELForImageClassification.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.grefel.fusion.blocks[0].gamma1, block.gamma1)
+
+
 @pytest.mark.parametrize("preset", ["tiny", "paper"])
 def test_random_frozen_landmark_taps_keep_their_scale(preset):
     """Without pretrained weights the frozen MobileFaceNet must still give input-dependent queries, not ~0."""
