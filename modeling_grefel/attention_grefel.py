@@ -238,7 +238,7 @@ class GReFELFusionViT(nn.Module):
         if self.pooling == "max":
             # Pooled before the final LayerNorm, which then normalises the pooled vector: normalising every token
             # first left the per-channel maxima of GReFEL-tiny's 147 tokens at 112 px nearly the same for every image.
-            return self.se_block(self.norm(x[:, 1:].amax(dim=1))), self.norm(x)
+            return self.se_block(self.norm(x[:, 1:].amax(dim=1))), self.norm(x) if all_tokens else None
         x = self.norm(x)
         pooled = x[:, 1:].mean(dim=1) if self.pooling == "mean" else x[:, 0]  # (B, 1 + N, D) -> (B, D)
         return self.se_block(pooled), None if cls_only else x

@@ -332,6 +332,6 @@ def test_warmup_reaches_train_py_and_rows_of_another_warmup_are_summarised_apart
     report["rows"].append(learning.train_grefel(3, dict(learning.RECIPES["synthetic"])))
     warmups = [argv[argv.index("--warmup_steps") + 1] for argv in seen]
     assert warmups == ["40", str(learning.RECIPES["synthetic"]["warmup_steps"])] and "3" in seen[0]
-    first, second = report["rows"]
+    first = report["rows"][0]
     assert (first["rung"], first["warmup_steps"], first["min_recall"], first["first_step_at_0.5"]) == ("grefel", 40, 0.5, 40)
     assert set(learning.summarise(report["rows"])) == {"grefel (warm-up 40)", "grefel"}
