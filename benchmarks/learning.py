@@ -417,11 +417,15 @@ def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_sche
 
 
 def summary_key(row: dict) -> str:
-    """The row's rung, with its warm-up where that is not the recipe's (rows of the `paper` rungs name their own)."""
-    warmup = row.get("warmup_steps")
-    if row["rung"].startswith("paper") or warmup in (None, RECIPES["synthetic"]["warmup_steps"]):
+    """The row's rung, with its warm-up and the tiny preset's read-out where those are not today's (rows of the
+    `paper` rungs name their own)."""
+    if row["rung"].startswith("paper"):
         return row["rung"]
-    return f"{row['rung']} (warm-up {warmup})"
+    warmup, pooling = row.get("warmup_steps"), row.get("tiny_embedding_pooling")
+    differs = [f"warm-up {warmup}"] if warmup not in (None, RECIPES["synthetic"]["warmup_steps"]) else []
+    if pooling not in (None, GReFELConfig.tiny().embedding_pooling):
+        differs.append(f"{pooling} read-out")
+    return f"{row['rung']} ({', '.join(differs)})" if differs else row["rung"]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -551,8 +555,11 @@ def main(argv=None) -> dict:
                     row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes, args.plain_image_size,
                                       args.plain_config, args.ir_pool, **head_options)
                 row["data"] = args.data
-                if rung not in ("cnn", "paper"):  # the preset changed once; merged tables must say which one ran
-                    row["tiny_hidden_sizes"] = list(GReFELConfig.tiny().hidden_sizes)
+                if rung not in ("cnn", "paper"):  # the preset changed; merged tables must say which one ran
+                    tiny = GReFELConfig.tiny()
+                    row["tiny_hidden_sizes"] = list(tiny.hidden_sizes)
+                    if rung != "ir":  # the IR backbone alone has no fusion tokens to pool
+                        row["tiny_embedding_pooling"] = tiny.embedding_pooling
                 print(json.dumps({k: v for k, v in row.items() if k not in ("history", "loss_curve")}), flush=True)
                 rows.append(row)
     summary = summarise(rows)

@@ -335,3 +335,7 @@ def test_warmup_reaches_train_py_and_rows_of_another_warmup_are_summarised_apart
     first = report["rows"][0]
     assert (first["rung"], first["warmup_steps"], first["min_recall"], first["first_step_at_0.5"]) == ("grefel", 40, 0.5, 40)
     assert set(learning.summarise(report["rows"])) == {"grefel (warm-up 40)", "grefel"}
+    # Rows say which read-out the tiny preset had; those of an earlier one are summarised apart.
+    assert first["tiny_embedding_pooling"] == learning.GReFELConfig.tiny().embedding_pooling == "max"
+    older = [{**row, "tiny_embedding_pooling": "mean"} for row in report["rows"]]
+    assert set(learning.summarise(older)) == {"grefel (warm-up 40, mean read-out)", "grefel (mean read-out)"}

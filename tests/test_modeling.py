@@ -315,11 +315,12 @@ def test_paper_size_parameters_and_flops_match_poster_plus_plus():
     assert config.num_tokens == 147
 
 
-def test_mean_pooling_embeds_the_mean_of_the_fusion_tokens(tiny_model):
-    assert tiny_model.config.embedding_pooling == "mean"
+def test_mean_pooling_embeds_the_mean_of_the_fusion_tokens():
+    config = GReFELConfig.tiny(embedding_pooling="mean")
+    model = GReFELForImageClassification(config).eval()
     with torch.no_grad():
-        out = tiny_model.grefel(pixels(tiny_model.config))
-        expected = tiny_model.grefel.fusion.se_block(out.last_hidden_state[:, 1:].mean(dim=1))
+        out = model.grefel(pixels(config))
+        expected = model.grefel.fusion.se_block(out.last_hidden_state[:, 1:].mean(dim=1))
     torch.testing.assert_close(out.embeddings, expected)
 
 
@@ -332,9 +333,9 @@ def test_class_token_pooling_embeds_the_class_token():
     torch.testing.assert_close(out.embeddings, expected)
 
 
-def test_max_pooling_normalises_the_per_channel_maximum_of_the_tokens():
-    config = GReFELConfig.tiny(embedding_pooling="max")
-    model = GReFELForImageClassification(config).eval()
+def test_max_pooling_normalises_the_per_channel_maximum_of_the_tokens(tiny_model):
+    model, config = tiny_model, tiny_model.config
+    assert config.embedding_pooling == "max"  # the tiny preset's read-out
     with torch.no_grad():
         out = model.grefel(pixels(config), output_hidden_states=True)
         fusion = model.grefel.fusion
