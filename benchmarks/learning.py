@@ -417,12 +417,14 @@ def train_grefel(seed: int, recipe: dict, dataset: str = "synthetic", trust_sche
 
 
 def summary_key(row: dict) -> str:
-    """The row's rung, with its warm-up and the tiny preset's read-out where those are not today's (rows of the
-    `paper` rungs name their own)."""
+    """The row's rung, with its epochs, warm-up and the tiny preset's read-out where those are not today's (rows of
+    the `paper` rungs name their own)."""
     if row["rung"].startswith("paper"):
         return row["rung"]
-    warmup, pooling = row.get("warmup_steps"), row.get("tiny_embedding_pooling")
-    differs = [f"warm-up {warmup}"] if warmup not in (None, RECIPES["synthetic"]["warmup_steps"]) else []
+    warmup, pooling, epochs = row.get("warmup_steps"), row.get("tiny_embedding_pooling"), row.get("num_epochs")
+    differs = [f"{epochs} epoch{'s' * (epochs != 1)}"] if epochs not in (None, RECIPES["synthetic"]["num_epochs"]) else []
+    if warmup not in (None, RECIPES["synthetic"]["warmup_steps"]):
+        differs.append(f"warm-up {warmup}")
     if pooling not in (None, GReFELConfig.tiny().embedding_pooling):
         differs.append(f"{pooling} read-out")
     return f"{row['rung']} ({', '.join(differs)})" if differs else row["rung"]
@@ -555,6 +557,8 @@ def main(argv=None) -> dict:
                     row = train_plain(rung, seed, recipe, dataset, args.plain_head_hidden_sizes, args.plain_image_size,
                                       args.plain_config, args.ir_pool, **head_options)
                 row["data"] = args.data
+                if not rung.startswith("paper"):  # the paper rungs count their own steps (--paper_steps)
+                    row["num_epochs"] = recipe["num_epochs"]
                 if rung not in ("cnn", "paper"):  # the preset changed; merged tables must say which one ran
                     tiny = GReFELConfig.tiny()
                     row["tiny_hidden_sizes"] = list(tiny.hidden_sizes)

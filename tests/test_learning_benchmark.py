@@ -24,7 +24,7 @@ def test_learning_benchmark_reports_each_rung(tmp_path, monkeypatch):
         assert row["steps"] == 40 and len(row["history"]) == 1  # 1,280 images / batch 32, evaluated once an epoch
         assert 0.0 <= row["min_recall"] <= row["accuracy"] <= 1.0
     assert 0.0 <= rows["grefel"]["corrected_accuracy"] <= 1.0
-    assert report["summary"]["grefel"]["seeds"] == 1
+    assert report["summary"]["grefel (1 epoch)"]["seeds"] == 1  # summarised apart from the recipe's 20 epochs
 
 
 @pytest.mark.slow
@@ -339,3 +339,7 @@ def test_warmup_reaches_train_py_and_rows_of_another_warmup_are_summarised_apart
     assert first["tiny_embedding_pooling"] == learning.GReFELConfig.tiny().embedding_pooling == "max"
     older = [{**row, "tiny_embedding_pooling": "mean"} for row in report["rows"]]
     assert set(learning.summarise(older)) == {"grefel (warm-up 40, mean read-out)", "grefel (mean read-out)"}
+    assert first["num_epochs"] == learning.RECIPES["synthetic"]["num_epochs"]
+    shorter = [{**row, "num_epochs": 3} for row in older]
+    assert set(learning.summarise(shorter)) == {"grefel (3 epochs, warm-up 40, mean read-out)",
+                                                "grefel (3 epochs, mean read-out)"}
