@@ -165,6 +165,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_pixe
     `synthetic_calibration_pixel_values`), run through the fp32 graph `batch_size` at a time. Returns `int8_path`.
     """
     require_onnxruntime()
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -200,7 +201,12 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_pixe
         # Shape inference and graph optimisation (BatchNorm folded into the convolutions) before quantisation, as
         # onnxruntime's quantisation guide asks (onnxruntime.ai/docs/performance/model-optimizations/quantization.html).
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        # onnxruntime 1.32's symbolic shape inference has no rule for ReduceMax (the `max` read-out of the fusion
+        # tokens; its table in onnxruntime/tools/symbolic_shape_infer.py lists ReduceSum, ReduceMean, ReduceProd) and
+        # fails on the node after it; ONNX's own shape inference, which still runs, knows it.
+        graph = onnx.load(str(fp32_path), load_external_data=False).graph
+        reduce_max = any(node.op_type == "ReduceMax" for node in graph.node)
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=reduce_max)
         quantize_static(
             str(prepared), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             # A CPU with VNNI: uint8 activations, int8 weights, full range; without VNNI the docstring of

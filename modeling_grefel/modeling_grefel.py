@@ -50,8 +50,8 @@ class GReFELModelOutput(ModelOutput):
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_tokens, hidden_size)`):
             Tokens after the fusion ViT's final LayerNorm (class token first).
         embeddings (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-            The SE-gated class token of the fusion ViT (or token mean, `embedding_pooling`): the embedding `e` the
-            anchors live beside.
+            The SE-gated class token of the fusion ViT (or the token mean or maximum, `embedding_pooling`): the
+            embedding `e` the anchors live beside.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
             The image features of the three scales `(batch_size, hidden_sizes[i], side_i, side_i)`, the
             cross-attention outputs in the same shapes, then the token sequence before and after each fusion
