@@ -477,7 +477,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Default: benchmarks/learning.json, or benchmarks/learning_hard.json for --data hard.")
     parser.add_argument("--num_epochs", type=int, default=None, help="Default: the synthetic recipe's (a smoke test).")
     parser.add_argument("--warmup_steps", type=int, default=None,
-                        help="Linear warm-up of the cnn, trunk, ir and grefel rungs (default: the recipe's, 120 of 800 "
+                        help="Linear warm-up of the cnn, trunk, ir and grefel rungs (default: the recipe's, 120 "
                              "steps since 2026-12-04, 40 before); summarised apart from the recipe's, e.g. "
                              "'grefel (warm-up 40)'.")
     parser.add_argument("--plain_head_hidden_sizes", type=int, nargs="+", default=[],
