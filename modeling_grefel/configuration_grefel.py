@@ -380,8 +380,9 @@ class GReFELConfig(PretrainedConfig):
         (`embedding_pooling="max"`; the class token stalled at chance, their mean left the weakest class at a recall
         of 0.825), and the primary head is one linear layer (the paper's 384-192-96 MLP head kept it at chance for
         800 steps, with or without its BatchNorm and dropout). The second and third stages are 48 and 96 wide, not 32
-        and 64: at 16-32-64 the weakest class (contempt, one raised lip corner) was not fitted even on the training images (recall 0.59 there,
-        0.40 on validation, seed 4) and widening the first stage cost twice the FLOPs for less.
+        and 64: at 16-32-64 the weakest class (contempt, one raised lip corner) was not fitted even on the training
+        images (recall 0.59 there, 0.40 on validation, seed 4) and widening the first stage cost twice the FLOPs for
+        less.
         """
         defaults = dict(
             image_size=64,
