@@ -280,7 +280,7 @@ def test_help_shows_the_default_of_every_recipe_flag_per_recipe():
     text = " ".join(run(["--help"], timeout=120).stdout.split())
     for flag, shown in (("--lr", "fer2013 0.0003, ferplus 0.0001, rafdb 0.0003, synthetic 0.001"),
                         ("--trust_schedule", "fer2013 linear, ferplus linear, rafdb linear, synthetic none"),
-                        ("--num_epochs", "fer2013 1000, ferplus 100, rafdb 1000, synthetic 20")):
+                        ("--num_epochs", "fer2013 1000, ferplus 100, rafdb 1000, synthetic 16")):
         assert f"Default per recipe: {shown}." in text.split(f" {flag} ", 1)[1], flag
 
 
