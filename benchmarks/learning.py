@@ -43,6 +43,7 @@ reaches 0.5 (evaluated once an epoch) and the wall time; then the mean and minim
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -421,19 +422,26 @@ def summary_key(row: dict) -> str:
     the `paper` rungs name their own)."""
     if row["rung"].startswith("paper"):
         return row["rung"]
-    warmup, pooling, epochs = row.get("warmup_steps"), row.get("tiny_embedding_pooling"), row.get("num_epochs")
-    differs = [f"{epochs} epoch{'s' * (epochs != 1)}"] if epochs not in (None, RECIPES["synthetic"]["num_epochs"]) else []
-    if warmup not in (None, RECIPES["synthetic"]["warmup_steps"]):
-        differs.append(f"warm-up {warmup}")
-    if pooling not in (None, GReFELConfig.tiny().embedding_pooling):
-        differs.append(f"{pooling} read-out")
+    today = todays_setting()
+    labels = {"num_epochs": lambda n: f"{n} epoch{'s' * (n != 1)}", "warmup_steps": lambda n: f"warm-up {n}",
+              "tiny_embedding_pooling": lambda pooling: f"{pooling} read-out"}
+    differs = [label(row[key]) for key, label in labels.items() if row.get(key) not in (None, today[key])]
     return f"{row['rung']} ({', '.join(differs)})" if differs else row["rung"]
 
 
+@functools.cache
+def todays_setting() -> dict:
+    """What rows of the synthetic rungs run with today: the recipe's epochs and warm-up, the tiny preset's read-out."""
+    return {"num_epochs": RECIPES["synthetic"]["num_epochs"], "warmup_steps": RECIPES["synthetic"]["warmup_steps"],
+            "tiny_embedding_pooling": GReFELConfig.tiny().embedding_pooling}
+
+
 def summarise(rows: list[dict]) -> dict:
+    groups: dict[str, list[dict]] = {}  # the rungs, and `cnn+paper_head` apart from `cnn`, in order of first row
+    for row in rows:
+        groups.setdefault(summary_key(row), []).append(row)
     summary = {}
-    for rung in dict.fromkeys(map(summary_key, rows)):  # the rungs, and `cnn+paper_head` apart from `cnn`
-        mine = [r for r in rows if summary_key(r) == rung]
+    for rung, mine in groups.items():
         entry = {"runs": len(mine), "seeds": len({r["seed"] for r in mine})}  # merged tables: a seed in several settings
         for key in ("accuracy", "corrected_accuracy", "balanced_accuracy", "macro_f1", "min_recall", "ece",
                     "corrected_ece", "time_s"):
